@@ -1,0 +1,3 @@
+from mnist_tf.cli import main
+
+main()

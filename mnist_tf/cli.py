@@ -1,0 +1,128 @@
+"""The `mnist-tf` command line: parsing and messages only; the work is in the modules.
+
+TensorFlow is imported inside each command, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from mnist_tf import __version__
+from mnist_tf.errors import UserError
+
+
+class CliError(click.ClickException):
+    """A user error: printed as one `Error: ...` line, exit status 2."""
+
+    exit_code = 2
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turns `UserError` into a one-line CLI error instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise CliError(str(e)) from None
+
+    return wrapper
+
+
+def data_options(fn: Callable) -> Callable:
+    fn = click.option(
+        "--manual-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="MNIST_TF_MANUAL_DIR",
+        help="Folder with the four original MNIST .gz archives, for machines without internet "
+        "(env: MNIST_TF_MANUAL_DIR).",
+    )(fn)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets).",
+    )(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="mnist-tf")
+def main() -> None:
+    """Train, evaluate and deploy a convolutional MNIST digit classifier."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["default", "fast", "seed"]), default="default", help="Named starting config.")
+@click.option("--epochs", type=click.IntRange(1, 10000), help="Passes over the training set [preset's].")
+@click.option("--batch-size", type=click.IntRange(1, 65536), help="Examples per step [preset's].")
+@click.option("--learning-rate", type=click.FloatRange(0, 10, min_open=True), help="Peak learning rate [preset's].")
+@click.option("--seed", type=click.IntRange(0), help="Seed for weights, shuffling, dropout, augmentation [42].")
+@click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
+@click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
+@click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [5000].")
+@click.option("--jit/--no-jit", default=None, help="XLA-compile steps [on with a GPU, off on CPU].")
+@click.option("--deterministic", is_flag=True, help="Deterministic TF ops: bit-identical reruns, slower.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET].")
+@click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir.")
+@data_options
+@user_errors
+def train(preset: str, run_dir: Path | None, overwrite: bool, data_dir: Path | None, manual_dir: Path | None, **overrides: Any) -> None:
+    """Train a model on MNIST, then evaluate it on the test split.
+
+    Re-running the same command after an interruption resumes the run.
+    """
+    from mnist_tf import config, data, train as training
+
+    cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
+    run_dir = run_dir or Path("runs") / preset
+    click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
+    click.echo("config: " + json.dumps(cfg.to_dict()))
+    try:
+        metrics = training.train_and_evaluate(cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Re-run the same command to resume from the last finished epoch.", err=True)
+        sys.exit(130)
+    click.echo(
+        f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
+        f"{metrics['epochs']} epochs, fit {metrics['train_seconds']:.1f} s "
+        f"({metrics['train_images_per_second']:.0f} images/s on {metrics['device']})"
+    )
+    click.echo(f"wrote {run_dir}/model.keras, metrics.json, history.csv, learning_curves.png, logs/")
+
+
+@main.command(name="evaluate")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Run dir, .keras, SavedModel version folder or .tflite.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [MODEL's folder/evaluation].")
+@data_options
+@user_errors
+def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, manual_dir: Path | None) -> None:
+    """Evaluate a model on the 10,000 MNIST test images."""
+    from mnist_tf import data, evaluate, plots
+    from mnist_tf.io import write_json
+    from mnist_tf.predict import load_proba_fn, resolve_model_path
+
+    resolved = resolve_model_path(model_path)
+    proba_fn = load_proba_fn(resolved)
+    images, labels = evaluate.dataset_arrays(
+        data.eval_pipeline(data.load_split("test", data.Source.from_options(data_dir, manual_dir)))
+    )
+    result = evaluate.evaluate(proba_fn, images, labels)
+    out = out or (resolved if resolved.is_dir() else resolved.parent) / "evaluation"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create report folder {out} ({e.strerror}): pass a writable --out") from None
+    write_json(out / "metrics.json", {"model": str(resolved), **result.to_dict()})
+    plots.confusion_matrix(result, out / "confusion_matrix.png")
+    plots.misclassified(result, images, out / "misclassified.png")
+    click.echo(evaluate.per_class_table(result))
+    click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(labels):,} images")
+    click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")

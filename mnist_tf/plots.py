@@ -1,0 +1,106 @@
+"""PNG reports: learning curves, confusion matrix, worst mistakes, TFLite trade-offs.
+
+Matplotlib runs headless (Agg) and every figure is written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mnist_tf.evaluate import Evaluation  # noqa: E402
+from mnist_tf.io import atomic_path  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def learning_curves(history: dict[str, Sequence[float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, training vs validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], marker="o", label="train")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def confusion_matrix(evaluation: Evaluation, path: Path) -> Path:
+    """Counts of true vs predicted digit; the diagonal is correct."""
+    cm = evaluation.confusion
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    # Log colour scale, so that a handful of errors shows next to ~1,000 correct.
+    im = ax.imshow(np.log1p(cm), cmap="Blues")
+    for t in range(cm.shape[0]):
+        for p in range(cm.shape[1]):
+            if cm[t, p]:
+                colour = "white" if cm[t, p] > cm.max() / 3 else "black"
+                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix (accuracy {evaluation.accuracy:.2%}, n={len(evaluation.labels):,})")
+    fig.colorbar(im, ax=ax, label="log(1 + count)")
+    return _save(fig, path)
+
+
+def misclassified(evaluation: Evaluation, images: np.ndarray, path: Path, limit: int = 36) -> Path:
+    """A grid of the most confident mistakes: true label, prediction, confidence."""
+    wrong = np.flatnonzero(evaluation.predictions != evaluation.labels)
+    confidence = evaluation.probabilities.max(axis=1)
+    worst = wrong[np.argsort(-confidence[wrong])][:limit]
+    cols = 6
+    rows = max(1, int(np.ceil(len(worst) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst):
+        ax.imshow(images[i].squeeze(), cmap="gray_r")
+        ax.set_title(
+            f"true {evaluation.labels[i]} pred {evaluation.predictions[i]}\n{confidence[i]:.0%}", fontsize=8
+        )
+    title = f"{len(worst)} most confident of {len(wrong)} mistakes" if len(wrong) else "no mistakes"
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def tflite_report(rows: Sequence[dict], path: Path) -> Path:
+    """Size vs accuracy vs batch-1 latency for each model variant."""
+    names = [r["variant"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, key, label in (
+        (axes[0], "size_bytes", "size (KiB)"),
+        (axes[1], "accuracy", "test accuracy (%)"),
+        (axes[2], "latency_ms", "batch-1 latency (ms)"),
+    ):
+        values = [r[key] for r in rows]
+        if key == "size_bytes":
+            values = [v / 1024 for v in values]
+        if key == "accuracy":
+            values = [v * 100 for v in values]
+        bars = ax.bar(names, values, color="tab:blue")
+        ax.bar_label(bars, fmt="%.2f" if key != "size_bytes" else "%.0f", fontsize=8)
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=30)
+        if key == "accuracy":
+            low = min(values)
+            ax.set_ylim(max(0, low - 1), 100)
+    fig.suptitle("Model variants: size, accuracy, latency")
+    return _save(fig, path)

@@ -1,0 +1,218 @@
+"""`train_and_evaluate(cfg, run_dir)`: fit, checkpoint, resume, evaluate on test.
+
+A run dir holds everything of one run:
+
+    config.json         the Config, written first
+    model.keras         best checkpoint by validation accuracy (atomic writes)
+    backup/             Keras BackupAndRestore state while a run is unfinished
+    history.csv         one row per epoch
+    logs/               TensorBoard
+    learning_curves.png
+    metrics.json        written last: its presence marks the run finished
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mnist_tf import data, evaluate, plots
+from mnist_tf.config import Config
+from mnist_tf.errors import UserError
+from mnist_tf.io import atomic_path, write_json
+from mnist_tf.model import build_model
+from mnist_tf.predict import load_proba_fn
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever `monitor` improves, by write-then-rename.
+
+    Keras' ModelCheckpoint writes in place, so a kill mid-save would leave a
+    truncated `model.keras`; here a reader sees the old file or the new one.
+    """
+
+    def __init__(self, path: Path, monitor: str, best: float = -math.inf):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value) or value <= self.best:
+            return
+        self.best = float(value)
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
+
+
+def gpu_available() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_jit(cfg: Config) -> bool:
+    """XLA on GPU; off on CPU, where it measured slower (README, 'Why --jit is off on CPU')."""
+    return gpu_available() if cfg.jit is None else cfg.jit
+
+
+def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule over the whole run."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "constant":
+        lr: Any = cfg.learning_rate
+    elif cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
+    else:  # onecycle: linear warm-up over the first 20% of steps, then cosine decay to zero.
+        warmup = max(1, total // 5)
+        lr = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 25,
+            decay_steps=max(1, total - warmup),
+            warmup_target=cfg.learning_rate,
+            warmup_steps=warmup,
+        )
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(lr)
+
+
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=resolve_jit(cfg),
+    )
+    return model
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as columns; empty when there is none."""
+    if not Path(path).is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
+    """Makes `run_dir` ready; returns True when an interrupted run will resume.
+
+    Refuses a finished run (unless `overwrite`), an unfinished run with a
+    different config, and a folder that cannot be written, before any training.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run dir {run_dir} is a file: pass a folder path to --run-dir")
+    is_run = (run_dir / "config.json").is_file()
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run:
+        raise UserError(f"{run_dir} is not empty and holds no mnist-tf run: choose a new or empty --run-dir")
+    if (run_dir / "metrics.json").exists() and not overwrite:
+        raise UserError(f"{run_dir} holds a finished run: pass --overwrite to replace it, or choose another --run-dir")
+    if is_run and overwrite:
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to run dir {run_dir} ({e.strerror}): choose a writable --run-dir") from None
+    resuming = (run_dir / "backup").is_dir()
+    saved = run_dir / "config.json"
+    if saved.exists():
+        previous = Config.load(saved)
+        if previous != cfg:
+            changed = sorted(k for k, v in cfg.to_dict().items() if previous.to_dict().get(k) != v)
+            raise UserError(
+                f"{run_dir} holds an unfinished run with a different config ({', '.join(changed)}): "
+                "re-run with the same options to resume, pass --overwrite to start over, or choose another --run-dir"
+            )
+    return resuming
+
+
+def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrite: bool = False) -> dict[str, Any]:
+    """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the best
+    checkpoint on the test split and returns the metrics written to metrics.json."""
+    run_dir = Path(run_dir)
+    resuming = check_run_dir(run_dir, cfg, overwrite)
+    cfg.save(run_dir / "config.json")
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    datasets = data.make_datasets(cfg, source)
+    steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
+    model = compile_model(build_model(cfg), cfg, steps_per_epoch)
+
+    monitor = "val_accuracy" if datasets.validation is not None else "accuracy"
+    history_path = run_dir / "history.csv"
+    best_so_far = max(read_history(history_path).get(monitor, []), default=-math.inf)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        BestCheckpoint(run_dir / "model.keras", monitor=monitor, best=best_so_far),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
+    ]
+    epochs_before = len(read_history(history_path).get("loss", [])) if resuming else 0
+    if resuming:
+        print(f"Resuming the interrupted run in {run_dir} after epoch {epochs_before}", file=sys.stderr)
+
+    start = time.perf_counter()
+    fit = model.fit(
+        datasets.train,
+        validation_data=datasets.validation,
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    train_seconds = time.perf_counter() - start
+
+    losses = fit.history.get("loss", [])
+    if any(not np.isfinite(v) for v in losses):
+        raise TrainingDiverged(
+            f"training stopped: the loss became {losses[-1]} in epoch {epochs_before + len(losses)}; "
+            f"lower --learning-rate (was {cfg.learning_rate}); the last good checkpoint is kept in {run_dir / 'model.keras'}"
+        )
+
+    history = read_history(history_path)
+    plots.learning_curves(history, run_dir / "learning_curves.png")
+
+    images, labels = evaluate.dataset_arrays(datasets.test)
+    result = evaluate.evaluate(load_proba_fn(run_dir / "model.keras"), images, labels)
+
+    epochs_this_run = len(losses)
+    metrics = {
+        "test_accuracy": result.accuracy,
+        "test_loss": result.loss,
+        "best_" + monitor: max(history.get(monitor, [math.nan])),
+        "epochs": len(history.get("loss", [])),
+        "resumed_after_epoch": epochs_before if resuming else None,
+        "train_seconds": round(train_seconds, 3),
+        "train_images_per_second": round(epochs_this_run * datasets.train_examples / train_seconds, 1),
+        "train_examples": datasets.train_examples,
+        "validation_examples": datasets.validation_examples,
+        "jit_compile": resolve_jit(cfg),
+        "device": "GPU" if gpu_available() else "CPU",
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "config": cfg.to_dict(),
+        "test": result.to_dict(),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
