@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
@@ -101,7 +102,7 @@ def load_split(split: str, source: Source) -> tf.data.Dataset:
             as_supervised=True,
             download_and_prepare_kwargs={"download_config": download_config},
         )
-    except tfds.download.NonMatchingChecksumError as e:
+    except NonMatchingChecksumError as e:
         raise UserError(
             f"an MNIST archive failed TFDS's checksum check (corrupt or truncated): replace the archives in "
             f"{source.manual_dir or 'the download folder'} with fresh copies ({type(e).__name__})"

@@ -68,21 +68,26 @@ def resolve_jit(cfg: Config) -> bool:
     return gpu_available() if cfg.jit is None else cfg.jit
 
 
-def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The optimizer with its learning-rate schedule over the whole run."""
+def make_schedule(cfg: Config, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate as a function of the step, over the whole run."""
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "constant":
-        lr: Any = cfg.learning_rate
-    elif cfg.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
-    else:  # onecycle: linear warm-up over the first 20% of steps, then cosine decay to zero.
-        warmup = max(1, total // 5)
-        lr = keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate / 25,
-            decay_steps=max(1, total - warmup),
-            warmup_target=cfg.learning_rate,
-            warmup_steps=warmup,
-        )
+        return cfg.learning_rate
+    if cfg.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
+    # onecycle: linear warm-up over the first 20% of steps, then cosine decay to zero.
+    warmup = max(1, total // 5)
+    return keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate / 25,
+        decay_steps=max(1, total - warmup),
+        warmup_target=cfg.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The configured optimizer, driven by `make_schedule`."""
+    lr = make_schedule(cfg, steps_per_epoch)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
@@ -180,6 +185,7 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
         validation_data=datasets.validation,
         epochs=cfg.epochs,
         callbacks=callbacks,
+        shuffle=False,  # The tf.data pipeline already shuffles, seeded.
         verbose=1 if sys.stdout.isatty() else 2,
     )
     train_seconds = time.perf_counter() - start

@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train   create .venv if missing, train the default model on real MNIST, export it
+#   make test    create .venv if missing, run the whole test suite (fast and slow tests)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN_DIR ?= runs/default
+EXPORT_DIR ?= export
+# Offline machines: the four original MNIST archives (see README, "Offline data").
+MANUAL_DIR ?= $(wildcard ../shared/datasets/mnist)
+MANUAL_FLAG := $(if $(MANUAL_DIR),--manual-dir $(MANUAL_DIR),)
+
+.PHONY: install train export test test-fast clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+train: install
+	$(BIN)/mnist-tf train --run-dir $(RUN_DIR) $(MANUAL_FLAG)
+	$(BIN)/mnist-tf export --model $(RUN_DIR) --out $(EXPORT_DIR) --tflite $(MANUAL_FLAG)
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

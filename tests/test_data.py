@@ -1,0 +1,106 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnist_tf import config, data
+from mnist_tf.errors import UserError
+from mnist_tf.evaluate import dataset_arrays
+
+from conftest import ARCHIVES, archives_present
+
+
+def test_split_names_hold_out_the_end_of_train():
+    assert data.split_names(config.DEFAULT) == ("train[:55000]", "train[55000:]")
+    assert data.split_names(config.DEFAULT.replace(train_examples=100)) == ("train[:100]", "train[55000:]")
+
+
+def _labels(ds):
+    return np.concatenate([y for _, y in ds.as_numpy_iterator()])
+
+
+def test_train_pipeline_batches_uint8_images(mock_mnist):
+    cfg = config.DEFAULT.replace(batch_size=16)
+    ds = data.train_pipeline(data.load_split("train", mock_mnist), cfg)
+    images, labels = next(iter(ds))
+    assert images.dtype == tf.uint8 and images.shape == (16, 28, 28, 1)
+    assert labels.dtype == tf.int64 and labels.shape == (16,)
+
+
+def test_shuffle_is_seeded_and_fresh_each_epoch(mock_mnist):
+    raw = data.load_split("train", mock_mnist)
+    cfg = config.DEFAULT.replace(batch_size=8)
+    ds = data.train_pipeline(raw, cfg)
+    first, second = _labels(ds), _labels(ds)
+    again = _labels(data.train_pipeline(raw, cfg))
+    other_seed = _labels(data.train_pipeline(raw, cfg.replace(seed=7)))
+    assert sorted(first) == sorted(_labels(raw.batch(8)))  # a permutation: nothing lost or repeated
+    assert np.array_equal(first, again)  # same seed, same order
+    assert not np.array_equal(first, second)  # each epoch reshuffles
+    assert not np.array_equal(first, other_seed)
+
+
+def test_augmentation_moves_pixels_but_keeps_dtype_labels_and_ink(mock_mnist):
+    raw = data.load_split("train", mock_mnist).map(lambda x, y: (tf.zeros_like(x) + tf.pad(tf.fill([8, 8, 1], tf.constant(255, tf.uint8)), [[10, 10], [10, 10], [0, 0]]), y))
+    cfg = config.DEFAULT.replace(batch_size=48, augment=True, deterministic=True)
+    plain_images, plain_labels = next(iter(data.train_pipeline(raw, cfg.replace(augment=False))))
+    moved_images, moved_labels = next(iter(data.train_pipeline(raw, cfg)))
+    assert moved_images.dtype == tf.uint8 and moved_images.shape == plain_images.shape
+    assert np.array_equal(plain_labels, moved_labels)
+    changed = np.mean([not np.array_equal(a, b) for a, b in zip(plain_images.numpy(), moved_images.numpy())])
+    assert changed > 0.5
+    # Small transforms keep most of the 8x8 square's ink in the frame.
+    ink = moved_images.numpy().astype(float).sum(axis=(1, 2, 3)) / (64 * 255)
+    assert np.all(ink > 0.5) and np.all(ink < 1.6)
+
+
+def test_eval_pipeline_keeps_order(mock_mnist):
+    raw = data.load_split("test", mock_mnist)
+    assert np.array_equal(_labels(data.eval_pipeline(raw, 10)), _labels(raw.batch(10)))
+
+
+def test_offline_without_archives_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "download_host_reachable", lambda timeout=3.0: False)
+    with pytest.raises(UserError) as e:
+        data.load_split("test", data.Source(data_dir=tmp_path))
+    message = str(e.value)
+    assert "--manual-dir" in message and data.MANUAL_DIR_ENV in message
+    assert all(name in message for name in data.ARCHIVES)
+    assert "\n" not in message
+
+
+def test_manual_dir_env_var_is_used(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.MANUAL_DIR_ENV, str(tmp_path))
+    assert data.Source.from_options(None, None).manual_dir == tmp_path
+    assert data.Source.from_options(None, "/elsewhere").manual_dir.as_posix() == "/elsewhere"
+
+
+def test_empty_manual_dir_names_the_missing_archives(tmp_path):
+    (tmp_path / "archives").mkdir()
+    with pytest.raises(UserError, match="lacks train-images-idx3-ubyte.gz, train-labels"):
+        data.load_split("test", data.Source(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "archives"))
+
+
+@pytest.mark.skipif(not archives_present(), reason=f"real MNIST archives not found in {ARCHIVES}")
+def test_truncated_archive_fails_the_checksum_with_a_clear_error(tmp_path):
+    manual = tmp_path / "archives"
+    shutil.copytree(ARCHIVES, manual)
+    labels = manual / "t10k-labels-idx1-ubyte.gz"
+    labels.chmod(0o644)
+    labels.write_bytes(labels.read_bytes()[:1000])
+    with pytest.raises(UserError, match="checksum"):
+        data.load_split("test", data.Source(data_dir=tmp_path / "tfds", manual_dir=manual))
+
+
+@pytest.mark.slow
+def test_real_splits_have_the_documented_sizes(real_source):
+    ds = data.make_datasets(config.DEFAULT, real_source)
+    assert (ds.train_examples, ds.validation_examples) == (55000, 5000)
+    images, labels = dataset_arrays(ds.test)
+    assert images.dtype == np.uint8 and images.shape == (10000, 28, 28, 1) and images.max() == 255
+    # TFDS reorders examples when it prepares them; the label counts must match the archive's.
+    with gzip.open(ARCHIVES / "t10k-labels-idx1-ubyte.gz") as f:
+        archive_labels = np.frombuffer(f.read()[8:], np.uint8)
+    assert np.array_equal(np.bincount(labels, minlength=10), np.bincount(archive_labels, minlength=10))
