@@ -1,0 +1,329 @@
+"""Deployment formats: a versioned SavedModel for TF Serving, and TFLite variants.
+
+The export layout (see export/README.md):
+
+    OUT/saved_model/models.config             TF Serving model config (text format)
+    OUT/saved_model/mnist/<N>/                one SavedModel per version, N = 1, 2, ...
+        saved_model.pb, variables/
+        assets.extra/tf_serving_warmup_requests, labels.txt, config.json, metrics.json
+    OUT/tflite/mnist_<kind>.tflite            float32, dynamic_range, float16, int8
+    OUT/tflite/report.json, report.png        accuracy, size, latency, agreement
+
+Both SavedModel signatures return `probabilities` [N,10] float32, `class_id`
+[N] int64 and `logits` [N,10] float32:
+
+    serving_default  image        uint8 [N,28,28,1], white digit on black, as in MNIST
+    serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP, any size
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_tf import plots
+from mnist_tf.errors import UserError
+from mnist_tf.evaluate import Evaluation, evaluate_probabilities
+from mnist_tf.io import write_bytes, write_json
+from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES
+from mnist_tf.predict import TFLiteRunner, load_keras, resolve_model_path
+
+MODEL_NAME = "mnist"
+DEFAULT_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+BYTES_INPUT_NAME = "image_bytes"
+WARMUP_FILE = "tf_serving_warmup_requests"
+# Where models.config says the versions are: the path inside the tensorflow/serving
+# container when OUT/saved_model is mounted at /models (docs/deployment.md).
+SERVING_BASE_PATH = f"/models/{MODEL_NAME}"
+TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
+
+
+def resolve_keras_path(path: str | Path) -> Path:
+    """The model.keras of a run dir, or a .keras file; refuses exported formats."""
+    resolved = resolve_model_path(path)
+    if resolved.suffix != ".keras":
+        raise UserError(f"{path} is not a Keras model: export needs a run dir (with model.keras) or a .keras file")
+    return resolved
+
+
+def serving_archive(model: Any) -> Any:
+    """A `keras.export.ExportArchive` with the pixel and encoded-image signatures."""
+    import keras
+    import tensorflow as tf
+
+    def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = model(images, training=False)
+        return {
+            "probabilities": tf.nn.softmax(logits),
+            "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64),
+            "logits": logits,
+        }
+
+    def decode(encoded: tf.Tensor) -> tf.Tensor:
+        # channels=1 also turns RGB and RGBA into grey; GIFs give their first frame.
+        image = tf.io.decode_image(encoded, channels=1, expand_animations=False)
+        image = tf.image.resize(image, IMAGE_SHAPE[:2], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
+    def serve_pixels(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return outputs(image)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)])
+    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
+        return outputs(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(DEFAULT_SIGNATURE, serve_pixels)
+    archive.add_endpoint(BYTES_SIGNATURE, serve_bytes)
+    return archive
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of one uint8 image [28,28,1]."""
+    import tensorflow as tf
+
+    return tf.io.encode_png(np.asarray(image, np.uint8)).numpy()
+
+
+def write_warmup(path: Path, images: np.ndarray) -> None:
+    """TF Serving warm-up records: one PredictRequest per signature on `images`.
+
+    TF Serving replays them when it loads a version, so the first client
+    request does not pay for graph initialisation.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    images = np.asarray(images, np.uint8)
+    inputs = {
+        DEFAULT_SIGNATURE: (INPUT_NAME, tf.make_tensor_proto(images)),
+        BYTES_SIGNATURE: (BYTES_INPUT_NAME, tf.make_tensor_proto([encode_png(i) for i in images], dtype=tf.string)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, (name, tensor) in inputs.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=signature)
+            )
+            request.inputs[name].CopyFrom(tensor)
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def versions(base: Path) -> list[int]:
+    """The version numbers under `base`: the all-digit folder names TF Serving loads."""
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+def choose_version(out: Path, version: int | None = None) -> int:
+    """`version`, or the next free number; refuses a version that exists."""
+    base = Path(out) / "saved_model" / MODEL_NAME
+    latest = max(versions(base), default=0)
+    if version is None:
+        return latest + 1
+    if version < 1:
+        raise UserError(f"version must be a positive integer, got {version}")
+    if (base / str(version)).exists():
+        raise UserError(f"version {version} already exists in {base}: omit --version to write version {latest + 1}")
+    return version
+
+
+def models_config() -> str:
+    """TF Serving's `--model_config_file` in protobuf text format."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add()
+    model.name = MODEL_NAME
+    model.base_path = SERVING_BASE_PATH
+    model.model_platform = "tensorflow"
+    return text_format.MessageToString(config)
+
+
+def export_saved_model(keras_path: Path, out: Path, warmup_images: np.ndarray, version: int | None = None) -> Path:
+    """Writes `keras_path` as SavedModel version `version` (default: the next) of
+    OUT/saved_model/mnist and returns the version folder.
+
+    The version is written in a hidden sibling folder and renamed into place,
+    so TF Serving never sees a half-written version and a failure leaves none.
+    The run's config.json and metrics.json, when beside `keras_path`, are copied
+    into assets.extra with labels.txt and the warm-up requests.
+    """
+    base = Path(out) / "saved_model" / MODEL_NAME
+    version = choose_version(out, version)
+    final = base / str(version)
+    model = load_keras(keras_path)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
+    except OSError as e:
+        raise UserError(f"cannot write to {base} ({e.strerror}): pass a writable --out") from None
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
+        serving_archive(model).write_out(str(tmp), verbose=False)
+        extra = tmp / "assets.extra"
+        write_warmup(extra / WARMUP_FILE, warmup_images)
+        (extra / "labels.txt").write_text("".join(f"{c}\n" for c in range(NUM_CLASSES)))
+        for name in ("config.json", "metrics.json"):
+            if (keras_path.parent / name).is_file():
+                shutil.copyfile(keras_path.parent / name, extra / name)
+        if final.exists():  # Another export took this version meanwhile.
+            raise UserError(f"version {version} appeared in {base} during the export: run the export again")
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_bytes(Path(out) / "saved_model" / "models.config", models_config().encode())
+    return final
+
+
+def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.ndarray | None = None) -> bytes:
+    """Converts the `serving_default` signature of a SavedModel to a TFLite flatbuffer.
+
+    Args:
+        saved_model_dir: a SavedModel version folder written by `export_saved_model`.
+        kind: `float32` (no quantisation), `dynamic_range` (int8 weights, float
+            activations), `float16` (float16 weights) or `int8` (full integer,
+            uint8 input, calibrated on `representative_images`).
+        representative_images: uint8 [N,28,28,1]; required for `int8`.
+
+    Raises:
+        ValueError: for an unknown `kind`, or `int8` without representative images.
+    """
+    if kind not in TFLITE_KINDS:
+        raise ValueError(f"unknown TFLite kind {kind!r}; expected one of {', '.join(TFLITE_KINDS)}")
+    if kind == "int8" and (representative_images is None or len(representative_images) == 0):
+        raise ValueError("the int8 kind needs representative images for calibration")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[DEFAULT_SIGNATURE])
+    if kind != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if kind == "int8":
+        images = np.asarray(representative_images, np.uint8)
+
+        def representative_dataset():
+            for image in images:
+                yield {INPUT_NAME: image[None]}
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+    return converter.convert()
+
+
+def export_tflite(
+    saved_model_dir: Path, out_dir: Path, calibration_images: np.ndarray, kinds: Sequence[str] = TFLITE_KINDS
+) -> dict[str, Path]:
+    """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite; returns the paths."""
+    paths = {}
+    for kind in kinds:
+        content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
+        paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
+        write_bytes(paths[kind], content)
+    return paths
+
+
+def batch1_latency_ms(runner: TFLiteRunner, images: np.ndarray) -> float:
+    """Mean milliseconds per single-image call over `images`, after one warm-up call."""
+    runner(images[:1])
+    start = time.perf_counter()
+    for i in range(len(images)):
+        runner(images[i : i + 1])
+    return (time.perf_counter() - start) * 1000 / len(images)
+
+
+def verify_tflite(
+    models: dict[str, Path],
+    images: np.ndarray,
+    labels: np.ndarray,
+    reference: Evaluation,
+    max_accuracy_drop: float = 0.5,
+    latency_images: int = 500,
+) -> dict[str, Any]:
+    """Scores each TFLite model on `images` against the Keras model's `reference`.
+
+    Returns the report written to report.json: per variant the accuracy, its
+    drop below Keras in percentage points, agreement with Keras' predicted
+    classes, file size, batch-1 latency and whether it passed the gate.
+    """
+    rows = []
+    for kind, path in models.items():
+        runner = TFLiteRunner(Path(path).read_bytes())
+        result = evaluate_probabilities(runner(images), labels)
+        drop = (reference.accuracy - result.accuracy) * 100
+        rows.append(
+            {
+                "variant": kind,
+                "file": Path(path).name,
+                "size_bytes": Path(path).stat().st_size,
+                "accuracy": result.accuracy,
+                "accuracy_drop_points": round(drop, 4),
+                "agreement": float((result.predictions == reference.predictions).mean()),
+                "latency_ms": batch1_latency_ms(runner, images[:latency_images]),
+                "passed": drop <= max_accuracy_drop,
+            }
+        )
+    return {
+        "keras_accuracy": reference.accuracy,
+        "test_examples": len(labels),
+        "max_accuracy_drop_points": max_accuracy_drop,
+        "latency_images": min(latency_images, len(images)),
+        "variants": rows,
+    }
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """Writes report.json and report.png into `out_dir`."""
+    write_json(Path(out_dir) / "report.json", report)
+    plots.tflite_report(report["variants"], Path(out_dir) / "report.png")
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table, Keras first."""
+    lines = [
+        f"{'variant':<14} {'size KiB':>9} {'accuracy':>9} {'drop pts':>9} {'agree':>8} {'ms/image':>9}",
+        f"{'keras':<14} {'':>9} {report['keras_accuracy']:>9.2%} {'':>9} {'':>8} {'':>9}",
+    ]
+    for r in report["variants"]:
+        lines.append(
+            f"{r['variant']:<14} {r['size_bytes'] / 1024:>9.1f} {r['accuracy']:>9.2%} "
+            f"{r['accuracy_drop_points']:>9.2f} {r['agreement']:>8.2%} {r['latency_ms']:>9.3f}"
+            + ("" if r["passed"] else "  FAILED")
+        )
+    return "\n".join(lines)
+
+
+class AccuracyDropError(UserError):
+    """A TFLite variant lost more test accuracy than allowed."""
+
+
+def check_accuracy_gate(report: dict[str, Any]) -> None:
+    """Raises `AccuracyDropError` naming every variant that failed the gate."""
+    failed = [r for r in report["variants"] if not r["passed"]]
+    if failed:
+        details = ", ".join(
+            f"{r['variant']} {r['accuracy']:.2%} (drop {r['accuracy_drop_points']:.2f})" for r in failed
+        )
+        raise AccuracyDropError(
+            f"TFLite variant {', '.join(r['variant'] for r in failed)} fell more than "
+            f"{report['max_accuracy_drop_points']} points below the Keras model's {report['keras_accuracy']:.2%} "
+            f"test accuracy: {details}; calibrate with more --calibration-examples "
+            "or allow a larger --max-accuracy-drop"
+        )
