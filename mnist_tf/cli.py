@@ -126,3 +126,95 @@ def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, 
     click.echo(evaluate.per_class_table(result))
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(labels):,} images")
     click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
+
+
+@main.command(name="export")
+@click.option(
+    "--model", "model_path", required=True, type=click.Path(path_type=Path), help="Run dir or .keras file to export."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("export"), help="Export folder."
+)
+@click.option("--version", "version", type=click.IntRange(1), help="SavedModel version number [next free one].")
+@click.option("--tflite/--no-tflite", default=True, help="Also convert, verify and report the TFLite variants.")
+@click.option(
+    "--tflite-kind",
+    "kinds",
+    type=click.Choice(["float32", "dynamic_range", "float16", "int8"]),
+    multiple=True,
+    help="TFLite variant to make; repeat for several [all four].",
+)
+@click.option(
+    "--calibration-examples", type=click.IntRange(1, 60000), default=500, help="Training images that calibrate int8."
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(0, 100),
+    default=0.5,
+    help="Fail when a TFLite variant's test accuracy is more than this many points below the Keras model's.",
+)
+@data_options
+@user_errors
+def export_command(
+    model_path: Path,
+    out: Path,
+    version: int | None,
+    tflite: bool,
+    kinds: tuple[str, ...],
+    calibration_examples: int,
+    max_accuracy_drop: float,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+) -> None:
+    """Export a model as a TF Serving SavedModel and verified TFLite variants."""
+    from mnist_tf import data, evaluate, export
+    from mnist_tf.predict import load_proba_fn
+
+    keras_path = export.resolve_keras_path(model_path)
+    version = export.choose_version(out, version)  # Refuse a taken version before any work.
+    source = data.Source.from_options(data_dir, manual_dir)
+    images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
+    saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
+    click.echo(f"wrote SavedModel {saved} (signatures serving_default, serving_bytes), {out}/saved_model/models.config")
+    if not tflite:
+        return
+    calibration, _ = evaluate.dataset_arrays(
+        data.eval_pipeline(data.load_split(f"train[:{calibration_examples}]", source))
+    )
+    models = export.export_tflite(saved, out / "tflite", calibration, kinds or export.TFLITE_KINDS)
+    reference = evaluate.evaluate(load_proba_fn(keras_path), images, labels)
+    report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop)
+    export.write_report(report, out / "tflite")
+    click.echo(export.report_table(report))
+    click.echo(f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/report.json, report.png")
+    export.check_accuracy_gate(report)
+
+
+@main.command(name="predict")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run dir, .keras, SavedModel version folder or .tflite.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -> None:
+    """Classify digit images (PNG, JPEG, ...): prints `file: digit (probability)`.
+
+    Dark digits on a light background are inverted to MNIST's light-on-dark;
+    each image is padded to a square and resized to 28x28. Exits with status 1
+    when any file could not be classified; the others are still printed.
+    """
+    from mnist_tf.predict import load_proba_fn, predict_files
+
+    results = predict_files(load_proba_fn(model_path), images)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(str(r), err=r.error is not None)
+    if any(r.error is not None for r in results):
+        sys.exit(1)
