@@ -51,8 +51,10 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = best
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None or not np.isfinite(value) or value <= self.best:
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        # A diverged model can still score: never let it replace a good checkpoint.
+        if value is None or not np.isfinite(value) or not np.isfinite(logs.get("loss", 0.0)) or value <= self.best:
             return
         self.best = float(value)
         with atomic_path(self.path) as tmp:

@@ -1,7 +1,6 @@
 """Training on the real archives: accuracy, resume after a kill, reproducibility."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
