@@ -183,7 +183,7 @@ def export_command(
     )
     models = export.export_tflite(saved, out / "tflite", calibration, kinds or export.TFLITE_KINDS)
     reference = evaluate.evaluate(load_proba_fn(keras_path), images, labels)
-    report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop)
+    report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)
     export.write_report(report, out / "tflite")
     click.echo(export.report_table(report))
     click.echo(f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/report.json, report.png")

@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,10 @@ def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.n
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
-    return converter.convert()
+    with warnings.catch_warnings():
+        # Calibration runs TF's own deprecated interpreter; the warning is not for our users.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+        return converter.convert()
 
 
 def export_tflite(
@@ -256,12 +260,14 @@ def verify_tflite(
     reference: Evaluation,
     max_accuracy_drop: float = 0.5,
     latency_images: int = 500,
+    saved_model: Path | None = None,
 ) -> dict[str, Any]:
     """Scores each TFLite model on `images` against the Keras model's `reference`.
 
     Returns the report written to report.json: per variant the accuracy, its
     drop below Keras in percentage points, agreement with Keras' predicted
     classes, file size, batch-1 latency and whether it passed the gate.
+    `saved_model`, the folder the models were converted from, is recorded.
     """
     rows = []
     for kind, path in models.items():
@@ -281,6 +287,7 @@ def verify_tflite(
             }
         )
     return {
+        "saved_model": str(saved_model) if saved_model is not None else None,
         "keras_accuracy": reference.accuracy,
         "test_examples": len(labels),
         "max_accuracy_drop_points": max_accuracy_drop,
