@@ -88,7 +88,7 @@ def train(preset: str, run_dir: Path | None, overwrite: bool, data_dir: Path | N
     try:
         metrics = training.train_and_evaluate(cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite)
     except KeyboardInterrupt:
-        click.echo(f"\nInterrupted. Re-run the same command to resume from the last finished epoch.", err=True)
+        click.echo("\nInterrupted. Re-run the same command to resume from the last finished epoch.", err=True)
         sys.exit(130)
     click.echo(
         f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
@@ -136,7 +136,7 @@ def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, 
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("export"), help="Export folder."
 )
 @click.option("--version", "version", type=click.IntRange(1), help="SavedModel version number [next free one].")
-@click.option("--tflite/--no-tflite", default=True, help="Also convert, verify and report the TFLite variants.")
+@click.option("--tflite", is_flag=True, help="Also convert, verify and report the TFLite variants.")
 @click.option(
     "--tflite-kind",
     "kinds",

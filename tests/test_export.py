@@ -260,7 +260,7 @@ def test_versions_are_never_overwritten(trained_run, real_source, tmp_path):
 
     with pytest.raises(UserError, match="version 1 already exists.*write version 3"):
         export.export_saved_model(keras_path, tmp_path, warmup, version=1)
-    args = ["export", "--model", str(trained_run), "--out", str(tmp_path), "--version", "2", "--no-tflite"]
+    args = ["export", "--model", str(trained_run), "--out", str(tmp_path), "--version", "2"]
     result = CliRunner().invoke(main, args + data_args(real_source))
     assert result.exit_code == 2 and "version 2 already exists" in result.output, result.output
     assert tree_digest(base) == before
