@@ -19,6 +19,8 @@ from click.testing import CliRunner
 from mnist_tf import export
 from mnist_tf.errors import UserError
 
+from test_cli import is_png
+
 CALIBRATION_EXAMPLES = 200
 
 
@@ -186,7 +188,8 @@ def test_every_tflite_kind_converts_runs_and_agrees_with_keras(exported, referen
     assert report["keras_accuracy"] == pytest.approx(reference.accuracy)
     assert report["test_examples"] == 10000
     assert report["saved_model"] == str(exported.saved)
-    assert (exported.out / "tflite" / "report.png").stat().st_size > 0
+    assert [r["variant"] for r in report["variants"]] == list(export.TFLITE_KINDS)
+    assert is_png(exported.out / "tflite" / "report.png")
 
 
 def test_convert_tflite_rejects_an_unknown_kind(tmp_path):
