@@ -142,7 +142,7 @@ def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, 
     "kinds",
     type=click.Choice(["float32", "dynamic_range", "float16", "int8"]),
     multiple=True,
-    help="TFLite variant to make; repeat for several [all four].",
+    help="TFLite variant to make (implies --tflite); repeat for several [all four].",
 )
 @click.option(
     "--calibration-examples", type=click.IntRange(1, 60000), default=500, help="Training images that calibrate int8."
@@ -176,7 +176,7 @@ def export_command(
     images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
     saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
     click.echo(f"wrote SavedModel {saved} (signatures serving_default, serving_bytes), {out}/saved_model/models.config")
-    if not tflite:
+    if not (tflite or kinds):  # Naming a --tflite-kind implies --tflite.
         return
     calibration, _ = evaluate.dataset_arrays(
         data.eval_pipeline(data.load_split(f"train[:{calibration_examples}]", source))
