@@ -34,7 +34,7 @@ from mnist_tf import plots
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import Evaluation, evaluate_probabilities
 from mnist_tf.io import write_bytes, write_json
-from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES
+from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, float32_copy
 from mnist_tf.predict import TFLiteRunner, load_keras, resolve_model_path
 
 MODEL_NAME = "mnist"
@@ -168,7 +168,7 @@ def export_saved_model(keras_path: Path, out: Path, warmup_images: np.ndarray, v
     base = Path(out) / "saved_model" / MODEL_NAME
     version = choose_version(out, version)
     final = base / str(version)
-    model = load_keras(keras_path)
+    model = float32_copy(load_keras(keras_path))
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))

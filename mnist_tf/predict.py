@@ -49,6 +49,8 @@ def resolve_model_path(path: str | Path) -> Path:
 def load_keras(path: Path):
     import keras
 
+    import mnist_tf.model  # noqa: F401  (registers the custom BatchNormalization layer)
+
     try:
         return keras.models.load_model(path)
     except Exception as e:  # Keras raises many types for a bad archive.
