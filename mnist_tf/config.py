@@ -16,6 +16,7 @@ from mnist_tf.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
+MIXED_PRECISION = ("off", "float16", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Config:
     # Run.
     seed: int = 42
     jit: bool | None = None  # None: on when a GPU is visible (see README).
+    mixed_precision: str = "off"
+    steps_per_execution: int = 1  # Training steps per call into the TF graph.
     deterministic: bool = False
 
     def __post_init__(self) -> None:
@@ -94,10 +97,15 @@ def _validate(cfg: Config) -> None:
     check(0.0 < cfg.bn_momentum < 1.0, f"BatchNorm momentum must be in (0, 1), got {cfg.bn_momentum}")
     check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     check(cfg.schedule in SCHEDULES, f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    check(
+        cfg.mixed_precision in MIXED_PRECISION,
+        f"unknown mixed precision {cfg.mixed_precision!r}; choose one of {', '.join(MIXED_PRECISION)}",
+    )
     check(0.0 < cfg.learning_rate <= 10.0, f"learning rate must be in (0, 10], got {cfg.learning_rate}")
     check(0.0 <= cfg.momentum < 1.0, f"momentum must be in [0, 1), got {cfg.momentum}")
     check(cfg.weight_decay >= 0.0, f"weight decay must be >= 0, got {cfg.weight_decay}")
     check(1 <= cfg.batch_size <= 65536, f"batch size must be in 1..65536, got {cfg.batch_size}")
+    check(1 <= cfg.steps_per_execution <= 1000, f"steps per execution must be in 1..1000, got {cfg.steps_per_execution}")
     check(1 <= cfg.epochs <= 10000, f"epochs must be in 1..10000, got {cfg.epochs}")
     check(0 <= cfg.validation_examples < 60000, f"validation examples must be in 0..59999, got {cfg.validation_examples}")
     if cfg.train_examples is not None:

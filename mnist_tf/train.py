@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -91,10 +92,15 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimi
     """The configured optimizer, driven by `make_schedule`."""
     lr = make_schedule(cfg, steps_per_epoch)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum)
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-    return keras.optimizers.Adam(lr)
+        optimizer = keras.optimizers.SGD(lr, momentum=cfg.momentum)
+    elif cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(lr)
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+    if cfg.mixed_precision == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int) -> keras.Model:
@@ -103,6 +109,7 @@ def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int) -> kera
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=resolve_jit(cfg),
+        steps_per_execution=cfg.steps_per_execution,
     )
     return model
 
@@ -152,9 +159,17 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
     return resuming
 
 
-def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrite: bool = False) -> dict[str, Any]:
+def train_and_evaluate(
+    cfg: Config,
+    run_dir: Path,
+    source: data.Source,
+    overwrite: bool = False,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
     """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the best
-    checkpoint on the test split and returns the metrics written to metrics.json."""
+    checkpoint on the test split and returns the metrics written to metrics.json.
+
+    `extra_callbacks` join fit's own (the benchmark uses one to time accuracy)."""
     run_dir = Path(run_dir)
     resuming = check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
@@ -163,7 +178,9 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
 
+    start = time.perf_counter()
     datasets = data.make_datasets(cfg, source)
+    data_seconds = time.perf_counter() - start
     steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
     model = compile_model(build_model(cfg), cfg, steps_per_epoch)
 
@@ -176,6 +193,7 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
         BestCheckpoint(run_dir / "model.keras", monitor=monitor, best=best_so_far),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
+        *extra_callbacks,
     ]
     epochs_before = len(read_history(history_path).get("loss", [])) if resuming else 0
     if resuming:
@@ -213,6 +231,7 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
         "epochs": len(history.get("loss", [])),
         "resumed_after_epoch": epochs_before if resuming else None,
         "train_seconds": round(train_seconds, 3),
+        "data_seconds": round(data_seconds, 3),
         "train_images_per_second": round(epochs_this_run * datasets.train_examples / train_seconds, 1),
         "train_examples": datasets.train_examples,
         "validation_examples": datasets.validation_examples,
