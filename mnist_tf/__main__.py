@@ -1,3 +1,4 @@
 from mnist_tf.cli import main
 
-main()
+if __name__ == "__main__":  # Not when multiprocessing re-imports this module in a child.
+    main()

@@ -69,6 +69,11 @@ def main() -> None:
 @click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
 @click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [5000].")
 @click.option("--jit/--no-jit", default=None, help="XLA-compile steps [on with a GPU, off on CPU].")
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(["off", "float16", "bfloat16"]),
+    help="Compute in 16-bit floats, weights and logits stay float32 [preset's].",
+)
 @click.option("--deterministic", is_flag=True, help="Deterministic TF ops: bit-identical reruns, slower.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET].")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir.")
@@ -218,3 +223,63 @@ def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -
             click.echo(str(r), err=r.error is not None)
     if any(r.error is not None for r in results):
         sys.exit(1)
+
+
+@main.command(name="benchmark")
+@click.option(
+    "--part",
+    "parts",
+    multiple=True,
+    type=click.Choice(["peak", "throughput", "accuracy", "inference"]),
+    help="What to measure; repeat for several [all four].",
+)
+@click.option(
+    "--preset",
+    "presets",
+    multiple=True,
+    type=click.Choice(["default", "fast", "seed"]),
+    help="Presets to measure; repeat for several [all three].",
+)
+@click.option("--seeds", type=click.IntRange(1, 20), default=3, help="Training runs per preset (seeds 1..N).")
+@click.option("--threads", type=click.IntRange(1), default=os.cpu_count() or 1, help="TF intra-op threads [all cores].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmark"), help="Folder for benchmark.json, benchmark.md and plots.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier benchmark in --out.")
+@data_options
+@user_errors
+def benchmark_command(
+    parts: tuple[str, ...],
+    presets: tuple[str, ...],
+    seeds: int,
+    threads: int,
+    out: Path,
+    overwrite: bool,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+) -> None:
+    """Measure training speed, time to accuracy, inference speed and memory.
+
+    Prints tables and writes OUT/benchmark.json, OUT/benchmark.md and
+    OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
+    parts with three seeds take about 45 minutes on 2 CPU cores.
+    """
+    from mnist_tf import benchmark, data, plots
+    from mnist_tf.io import write_bytes, write_json
+
+    if (out / "benchmark.json").exists() and not overwrite:
+        raise UserError(f"{out} holds an earlier benchmark: pass --overwrite to replace it, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out} ({e.strerror}): pass a writable --out") from None
+    settings = benchmark.Settings(
+        presets=presets or benchmark.Settings.presets, seeds=tuple(range(1, seeds + 1)), threads=threads
+    )
+    source = data.Source.from_options(data_dir, manual_dir)
+    result = benchmark.run(parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True))
+    write_json(out / "benchmark.json", result)
+    table = benchmark.tables(result)
+    write_bytes(out / "benchmark.md", (table + "\n").encode())
+    if "accuracy" in result:
+        plots.time_to_accuracy(result["accuracy"], out / "time_to_accuracy.png")
+    click.echo(table)
+    click.echo(f"wrote {out}/benchmark.json, benchmark.md" + (", time_to_accuracy.png" if "accuracy" in result else ""))

@@ -104,3 +104,23 @@ def tflite_report(rows: Sequence[dict], path: Path) -> Path:
             ax.set_ylim(max(0, low - 1), 100)
     fig.suptitle("Model variants: size, accuracy, latency")
     return _save(fig, path)
+
+
+def time_to_accuracy(accuracy: dict[str, dict], path: Path) -> Path:
+    """Test accuracy after each epoch against training seconds, one line per run."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, (name, summary) in zip(colors, accuracy.items()):
+        for i, run in enumerate(r for r in summary["runs"] if "curve" in r):
+            seconds = [p["seconds"] for p in run["curve"]]
+            values = [100 * p["test_accuracy"] for p in run["curve"]]
+            ax.plot(seconds, values, marker=".", color=color, alpha=0.8, label=name if i == 0 else None)
+    for target in (99.0, 99.5, 99.6):
+        ax.axhline(target, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_ylim(98.0, 100.0)
+    ax.set_xlabel("training seconds (fit wall time, log scale)")
+    ax.set_ylabel("test accuracy after the epoch (%)")
+    ax.set_title("Time to accuracy, one line per seed")
+    ax.legend()
+    return _save(fig, path)

@@ -1,0 +1,475 @@
+"""`mnist-tf benchmark`: measured speed, time to accuracy and memory.
+
+Four parts, each runnable alone (`--part`), all written to one JSON file and
+printed as tables:
+
+    throughput  steady-state training images/s per preset, batch size and XLA
+                setting, on synthetic uint8 images through the preset's own
+                input pipeline (augmentation included); estimated FLOPs per
+                training image and the fraction of the machine's measured peak
+    accuracy    real training runs (one per preset and seed, each in a fresh
+                process): test accuracy after every epoch against training
+                time, time to reach 99.0% and 99.5%, final accuracy, fit time
+                and the run's peak resident memory
+    inference   batch-1 latency and batch-256 throughput of the Keras model,
+                the SavedModel and each TFLite variant of a trained model
+    peak        the largest matmul rate this machine reaches, float32 and
+                bfloat16: the "peak" the throughput fractions divide by
+
+Timing rules: every figure is a median of repeats after warm-up, threads are
+set explicitly (`--threads`) and reported, and nothing else should run on the
+machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import numpy as np
+
+from mnist_tf.config import Config, preset
+
+PARTS = ("peak", "throughput", "accuracy", "inference")
+TARGETS = (0.990, 0.995)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a benchmark run measures."""
+
+    presets: tuple[str, ...] = ("default", "fast", "seed")
+    seeds: tuple[int, ...] = (1, 2, 3)
+    threads: int = os.cpu_count() or 1
+    throughput_images: int = 6144  # images per timed repeat
+    repeats: int = 3
+    latency_images: int = 300
+
+
+def set_threads(threads: int) -> dict[str, int]:
+    """Pins TensorFlow's thread pools; call before any TF op runs.
+
+    intra-op = `threads` (one op, e.g. a convolution, uses every core);
+    inter-op = 1: this network is a chain of layers, so running independent
+    ops side by side has nothing to win and oversubscribes the cores.
+    tf.data keeps its own pool (sized to the cores); the input pipeline is
+    light next to the training step.
+    """
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return {"intra_op": threads, "inter_op": 1, "tf_data": os.cpu_count() or 1}
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+# --- peak -------------------------------------------------------------------
+
+
+def matmul_peak(dtype: str, size: int = 1024, repeats: int = 5, iterations: int = 20) -> float:
+    """Best GFLOP/s of a square `size` matmul chain in `dtype`, over `repeats`."""
+    import tensorflow as tf
+
+    a = tf.random.uniform([size, size], dtype="float32")
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+
+    @tf.function
+    def chain(x):
+        for _ in range(iterations):
+            x = tf.matmul(x, b) * tf.cast(1e-3, dtype)  # scaled to stay finite
+        return tf.reduce_sum(tf.cast(x, "float32"))
+
+    chain(a).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * iterations / best / 1e9
+
+
+def measure_peak() -> dict[str, float]:
+    return {dtype: round(matmul_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
+
+
+# --- throughput ---------------------------------------------------------------
+
+
+def forward_flops(model: Any) -> int:
+    """Multiply-adds x2 of the convolutions and dense layers for one image.
+
+    BatchNorm, ReLU, pooling and the optimizer are left out: they are memory
+    bound, not FLOP bound. Training is counted as 3x forward (the forward
+    pass, the gradient with respect to the inputs and to the weights).
+    """
+    import keras
+
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            flops += 2 * h * w * kh * kw * layer.input.shape[-1] * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return int(flops)
+
+
+def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
+    """Steady-state training images/s of `cfg` (median of `settings.repeats`)."""
+    import keras
+    import tensorflow as tf
+
+    from mnist_tf import data, train
+    from mnist_tf.model import build_model
+
+    keras.utils.set_random_seed(cfg.seed)
+    n = max(settings.throughput_images, 4 * cfg.batch_size)
+    steps = n // cfg.batch_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (steps * cfg.batch_size, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, len(images))
+    ds = data.train_pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), cfg).repeat()
+    model = train.compile_model(build_model(cfg), cfg, steps)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)  # traces, compiles, warms up
+    warmup_seconds = time.perf_counter() - start
+    rates = []
+    for _ in range(settings.repeats):
+        start = time.perf_counter()
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        rates.append(steps * cfg.batch_size / (time.perf_counter() - start))
+    flops = forward_flops(model)
+    return {
+        "images_per_second": round(median(rates), 1),
+        "repeats": [round(r, 1) for r in rates],
+        "warmup_seconds": round(warmup_seconds, 2),
+        "forward_mflops_per_image": round(flops / 1e6, 2),
+        "train_mflops_per_image": round(3 * flops / 1e6, 2),
+    }
+
+
+def throughput_cases(settings: Settings) -> list[tuple[str, Config]]:
+    """Each preset at its own batch size and at twice it, XLA off and on."""
+    cases = []
+    for name in settings.presets:
+        cfg = preset(name)
+        for batch_size in (cfg.batch_size, 2 * cfg.batch_size):
+            for jit in (False, True):
+                cases.append((name, cfg.replace(batch_size=batch_size, jit=jit)))
+    return cases
+
+
+# --- accuracy -----------------------------------------------------------------
+
+
+def _test_accuracy_callback(test_images: np.ndarray, test_labels: np.ndarray):
+    import keras
+
+    class TestAccuracyLog(keras.callbacks.Callback):
+        """After each epoch: test accuracy, and training time excluding this evaluation."""
+
+        def __init__(self):
+            super().__init__()
+            self.points: list[dict[str, float]] = []
+            self.eval_seconds = 0.0
+
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            logits = self.model.predict(test_images, batch_size=1000, verbose=0)
+            accuracy = float((logits.argmax(-1) == test_labels).mean())
+            self.points.append({"epoch": epoch + 1, "seconds": now - self.start - self.eval_seconds, "test_accuracy": accuracy})
+            self.eval_seconds += time.perf_counter() - now
+
+    return TestAccuracyLog()
+
+
+def _train_child(cfg: Config, run_dir: str, source: Any, threads: int, queue: Any) -> None:
+    """Runs in a fresh process, so each run's memory and TF state are its own."""
+    import resource
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    set_threads(threads)
+    from mnist_tf import data, evaluate, train
+
+    try:
+        test = data.eval_pipeline(data.in_memory(data.load_split("test", source)))
+        images, labels = evaluate.dataset_arrays(test)
+        log = _test_accuracy_callback(images, labels)
+        metrics = train.train_and_evaluate(cfg, Path(run_dir), source, overwrite=True, extra_callbacks=[log])
+        fit_seconds = metrics["train_seconds"] - log.eval_seconds
+        queue.put(
+            {
+                "seed": cfg.seed,
+                "test_accuracy": metrics["test_accuracy"],
+                "fit_seconds": round(fit_seconds, 2),
+                "data_seconds": metrics["data_seconds"],
+                "epochs": metrics["epochs"],
+                "train_images_per_second": round(metrics["epochs"] * metrics["train_examples"] / fit_seconds, 1),
+                "curve": [{**p, "seconds": round(p["seconds"], 2)} for p in log.points],
+                "seconds_to": {
+                    f"{t:.3f}": next((round(p["seconds"], 2) for p in log.points if p["test_accuracy"] >= t), None)
+                    for t in TARGETS
+                },
+                # Linux reports ru_maxrss in KiB.
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "run_dir": run_dir,
+            }
+        )
+    except Exception as e:  # Reported by the parent; a benchmark run should not hang on a child's error.
+        queue.put({"seed": cfg.seed, "error": f"{type(e).__name__}: {e}"})
+
+
+def accuracy_run(cfg: Config, run_dir: Path, source: Any, threads: int) -> dict[str, Any]:
+    """Trains `cfg` in a fresh process and returns its measurements."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_train_child, args=(cfg, str(run_dir), source, threads, queue))
+    child.start()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not child.is_alive():  # Died without a word (killed, out of memory, ...).
+                result = {"seed": cfg.seed, "error": f"the training process exited with status {child.exitcode}"}
+                break
+    child.join()
+    return result
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"runs": runs}
+
+    def med(key: str) -> float:
+        return round(median([r[key] for r in ok]), 4)
+
+    seconds_to = {}
+    for t in ok[0]["seconds_to"]:
+        reached = [r["seconds_to"][t] for r in ok if r["seconds_to"][t] is not None]
+        seconds_to[t] = round(median(reached), 2) if len(reached) == len(ok) else None
+    return {
+        "median_test_accuracy": med("test_accuracy"),
+        "median_fit_seconds": med("fit_seconds"),
+        "median_train_images_per_second": med("train_images_per_second"),
+        "median_seconds_to": seconds_to,
+        "max_peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+        "runs": runs,
+    }
+
+
+# --- inference ------------------------------------------------------------------
+
+
+def _time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray], repeats: int) -> float:
+    """Median seconds per call of `fn` over `batches`, after one warm-up call."""
+    fn(batches[0])
+    per_call = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in batches:
+            fn(b)
+        per_call.append((time.perf_counter() - start) / len(batches))
+    return median(per_call)
+
+
+def inference_speeds(keras_path: Path, work_dir: Path, images: np.ndarray, settings: Settings) -> list[dict[str, Any]]:
+    """Batch-1 latency and batch-256 throughput of every deployable format."""
+    import tensorflow as tf
+
+    from mnist_tf import export
+    from mnist_tf.predict import TFLiteRunner, load_keras, load_saved_model
+
+    model = load_keras(keras_path)
+    serve = tf.function(lambda x: model(x, training=False))
+    version_dir = export.export_saved_model(keras_path, work_dir, images[:8])
+    runners: dict[str, Callable[[np.ndarray], Any]] = {
+        "keras (tf.function)": lambda x: serve(tf.constant(x)).numpy(),
+        "savedmodel": load_saved_model(version_dir),
+    }
+    tflite = export.export_tflite(version_dir, work_dir / "tflite", images[:500])
+    for kind, path in tflite.items():
+        runners[f"tflite {kind}"] = TFLiteRunner(path.read_bytes())
+    singles = [images[i : i + 1] for i in range(settings.latency_images)]
+    big = [images[i : i + 256] for i in range(0, 256 * 4, 256)]
+    rows = []
+    for name, fn in runners.items():
+        latency = _time_calls(fn, singles, settings.repeats)
+        batch = _time_calls(fn, big, settings.repeats)
+        size = tflite[name.split()[-1]].stat().st_size if name.startswith("tflite") else None
+        rows.append(
+            {
+                "format": name,
+                "latency_ms_batch1": round(latency * 1000, 3),
+                "images_per_second_batch256": round(256 / batch, 1),
+                "size_bytes": size,
+            }
+        )
+    return rows
+
+
+# --- the whole benchmark -----------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run(
+    parts: Sequence[str],
+    settings: Settings,
+    source: Any,
+    work_dir: Path,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Runs the chosen `parts` and returns everything measured (the JSON)."""
+    threads = set_threads(settings.threads)
+    result: dict[str, Any] = {"machine": machine(), "threads": threads, "settings": dataclasses.asdict(settings)}
+    if "peak" in parts or "throughput" in parts:
+        progress("peak: timing large matmuls (float32, bfloat16)")
+        result["peak_gflops"] = measure_peak()
+    if "throughput" in parts:
+        rows = []
+        cases = throughput_cases(settings)
+        for i, (name, cfg) in enumerate(cases, 1):
+            progress(f"throughput {i}/{len(cases)}: {name}, batch {cfg.batch_size}, XLA {'on' if cfg.jit else 'off'}")
+            row = {"preset": name, "batch_size": cfg.batch_size, "jit": cfg.jit, "precision": cfg.mixed_precision}
+            row.update(training_throughput(cfg, settings))
+            peak = result["peak_gflops"]["bfloat16" if cfg.mixed_precision == "bfloat16" else "float32"]
+            row["fraction_of_peak"] = round(row["images_per_second"] * row["train_mflops_per_image"] / 1e3 / peak, 4)
+            rows.append(row)
+        result["throughput"] = rows
+    if "accuracy" in parts:
+        result["accuracy"] = {}
+        for name in settings.presets:
+            runs = []
+            for seed in settings.seeds:
+                progress(f"accuracy: training preset {name}, seed {seed} (a full run)")
+                cfg = preset(name).replace(seed=seed)
+                run = accuracy_run(cfg, work_dir / "runs" / f"{name}-seed{seed}", source, settings.threads)
+                progress(f"  -> {_run_line(run)}")
+                runs.append(run)
+            result["accuracy"][name] = summarise_runs(runs)
+    if "inference" in parts:
+        keras_path = _trained_model(result, work_dir, source, settings, progress)
+        from mnist_tf import data, evaluate
+
+        images, _ = evaluate.dataset_arrays(data.eval_pipeline(data.in_memory(data.load_split("test", source))))
+        progress(f"inference: exporting and timing {keras_path}")
+        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+            result["inference"] = {"model": str(keras_path), "rows": inference_speeds(keras_path, Path(tmp), images, settings)}
+    return result
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    if "error" in run:
+        return f"failed: {run['error']}"
+    return (
+        f"test accuracy {run['test_accuracy']:.4f}, fit {run['fit_seconds']:.1f} s, "
+        f"{run['train_images_per_second']:.0f} img/s, peak RSS {run['peak_rss_mib']:.0f} MiB"
+    )
+
+
+def _trained_model(result, work_dir, source, settings, progress) -> Path:
+    """The first `fast` run's model from the accuracy part, else a new `fast` run."""
+    for run in result.get("accuracy", {}).get("fast", {}).get("runs", []):
+        if "error" not in run:
+            return Path(run["run_dir"]) / "model.keras"
+    progress("inference: training the fast preset for a model to time")
+    run = accuracy_run(preset("fast"), work_dir / "runs" / "fast-inference", source, settings.threads)
+    if "error" in run:
+        raise RuntimeError(f"training the model to time failed: {run['error']}")
+    return Path(run["run_dir"]) / "model.keras"
+
+
+def tables(result: dict[str, Any]) -> str:
+    """Markdown tables of `result`, as printed and pasted into the README."""
+    out = []
+    m = result["machine"]
+    t = result["threads"]
+    out.append(
+        f"Machine: {m['cpu']}, {m['cores']} cores, GPUs: {', '.join(m['gpus']) or 'none'}; "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; threads intra-op {t['intra_op']}, inter-op {t['inter_op']}."
+    )
+    if "peak_gflops" in result:
+        p = result["peak_gflops"]
+        out.append(f"\nMeasured matmul peak: float32 {p['float32']:.0f} GFLOP/s, bfloat16 {p['bfloat16']:.0f} GFLOP/s.")
+    if "throughput" in result:
+        out.append("\n| preset | precision | batch | XLA | train img/s (median) | MFLOP/img (train) | of peak | warm-up s |")
+        out.append("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
+        for r in result["throughput"]:
+            out.append(
+                f"| {r['preset']} | {r['precision']} | {r['batch_size']} | {'on' if r['jit'] else 'off'} | "
+                f"{r['images_per_second']:,.0f} | {r['train_mflops_per_image']:.1f} | {r['fraction_of_peak']:.1%} | "
+                f"{r['warmup_seconds']:.1f} |"
+            )
+    if "accuracy" in result:
+        out.append("\n| preset | seed | test accuracy | fit s | img/s | s to 99.0% | s to 99.5% | peak RSS MiB |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, summary in result["accuracy"].items():
+            for r in summary["runs"]:
+                if "error" in r:
+                    out.append(f"| {name} | {r['seed']} | failed: {r['error'][:60]} | | | | | |")
+                    continue
+                to = r["seconds_to"]
+                out.append(
+                    f"| {name} | {r['seed']} | {r['test_accuracy']:.2%} | {r['fit_seconds']:.1f} | "
+                    f"{r['train_images_per_second']:,.0f} | {_secs(to['0.990'])} | {_secs(to['0.995'])} | "
+                    f"{r['peak_rss_mib']:,.0f} |"
+                )
+            if "median_test_accuracy" in summary:
+                to = summary["median_seconds_to"]
+                out.append(
+                    f"| **{name} median** | | **{summary['median_test_accuracy']:.2%}** | "
+                    f"**{summary['median_fit_seconds']:.1f}** | {summary['median_train_images_per_second']:,.0f} | "
+                    f"{_secs(to['0.990'])} | {_secs(to['0.995'])} | {summary['max_peak_rss_mib']:,.0f} |"
+                )
+    if "inference" in result:
+        out.append("\n| format | batch-1 latency ms | batch-256 img/s | size KiB |")
+        out.append("| --- | ---: | ---: | ---: |")
+        for r in result["inference"]["rows"]:
+            size = f"{r['size_bytes'] / 1024:,.0f}" if r["size_bytes"] else ""
+            out.append(
+                f"| {r['format']} | {r['latency_ms_batch1']:.3f} | {r['images_per_second_batch256']:,.0f} | {size} |"
+            )
+    return "\n".join(out)
+
+
+def _secs(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}"
