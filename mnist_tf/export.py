@@ -145,6 +145,14 @@ def versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
 
 
+def stray_temporaries(out: Path) -> list[Path]:
+    """The hidden `.tmp-*` folders beside the versions: left by an export that was
+    killed, or being written by one running now. Their names are not numbers, so
+    TF Serving and `versions` ignore them; only a person can tell which is which."""
+    base = Path(out) / "saved_model" / MODEL_NAME
+    return sorted(p for p in base.glob(".tmp-*") if p.is_dir()) if base.is_dir() else []
+
+
 def choose_version(out: Path, version: int | None = None) -> int:
     """`version`, or the next free number; refuses a version that exists."""
     base = Path(out) / "saved_model" / MODEL_NAME
