@@ -170,7 +170,7 @@ def test_export_refuses_an_existing_version_before_any_work(tiny_keras, tiny_sav
     assert sha256(tiny_saved_model / "saved_model.pb") == before
 
 
-def model_that_is_something_else(path, kind, tiny_saved_model):
+def model_that_is_something_else(path, kind, tiny_keras, tiny_saved_model):
     import tensorflow as tf
 
     if kind == "folder-of-other-files":
@@ -189,6 +189,8 @@ def model_that_is_something_else(path, kind, tiny_saved_model):
         path.write_bytes(b"TFL3 but not really a flatbuffer")
     elif kind == "other-format":
         path.write_bytes(b"\x08\x07")
+    elif kind == "truncated-keras":
+        path.write_bytes(tiny_keras.read_bytes()[: tiny_keras.stat().st_size // 2])
 
 
 @pytest.mark.parametrize(
@@ -200,15 +202,16 @@ def model_that_is_something_else(path, kind, tiny_saved_model):
         ("other-saved-model", "sm", ["has no serving_default signature with an 'image' input"]),
         ("fake-tflite", "model.tflite", ["is not a TFLite model", "pass a .tflite written by mnist-tf export"]),
         ("other-format", "model.onnx", ["is not a model format mnist-tf reads"]),
+        ("truncated-keras", "model.keras", ["is not a readable Keras model", "written by mnist-tf train"]),
     ],
     ids=["folder-of-other-files", "folder-of-versions", "broken-saved-model", "other-saved-model", "fake-tflite",
-         "other-format"],
+         "other-format", "truncated-keras"],
 )
-def test_model_paths_holding_something_else_are_refused(tmp_path, tiny_saved_model, kind, name, words):
+def test_model_paths_holding_something_else_are_refused(tmp_path, tiny_keras, tiny_saved_model, kind, name, words):
     from PIL import Image
 
     model = tmp_path / name
-    model_that_is_something_else(model, kind, tiny_saved_model)
+    model_that_is_something_else(model, kind, tiny_keras, tiny_saved_model)
     image = tmp_path / "digit.png"
     Image.new("L", (28, 28)).save(image)
     assert_one_line_error(run("predict", "--model", model, image), *words)
