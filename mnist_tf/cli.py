@@ -181,6 +181,13 @@ def export_command(
     images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
     saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
     click.echo(f"wrote SavedModel {saved} (signatures serving_default, serving_bytes), {out}/saved_model/models.config")
+    strays = export.stray_temporaries(out)
+    if strays:
+        click.echo(
+            f"note: {', '.join(p.name for p in strays)} in {saved.parent}: unfinished versions of an interrupted "
+            "export, which TF Serving ignores; delete them when no export is running",
+            err=True,
+        )
     if not (tflite or kinds):  # Naming a --tflite-kind implies --tflite.
         return
     calibration, _ = evaluate.dataset_arrays(

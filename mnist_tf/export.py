@@ -13,7 +13,10 @@ Both SavedModel signatures return `probabilities` [N,10] float32, `class_id`
 [N] int64 and `logits` [N,10] float32:
 
     serving_default  image        uint8 [N,28,28,1], white digit on black, as in MNIST
-    serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP, any size
+    serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP/WebP, up to 50 megapixels
+
+Any other dtype or shape, and bytes that do not decode, fail with a
+`tf.errors.InvalidArgumentError` whose message names what was expected.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from mnist_tf.errors import UserError
 from mnist_tf.evaluate import Evaluation, evaluate_probabilities
 from mnist_tf.io import write_bytes, write_json
 from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, float32_copy
-from mnist_tf.predict import TFLiteRunner, load_keras, resolve_model_path
+from mnist_tf.predict import MAX_PIXELS, TFLiteRunner, load_keras, resolve_model_path
 
 MODEL_NAME = "mnist"
 DEFAULT_SIGNATURE = "serving_default"
@@ -70,17 +73,29 @@ def serving_archive(model: Any) -> Any:
         }
 
     def decode(encoded: tf.Tensor) -> tf.Tensor:
-        # channels=1 also turns RGB and RGBA into grey; GIFs give their first frame.
-        image = tf.io.decode_image(encoded, channels=1, expand_animations=False)
-        image = tf.image.resize(image, IMAGE_SHAPE[:2], antialias=True)
+        # TF decodes GIF, BMP and WebP only to 3 or 4 channels, so every format goes through RGB
+        # (alpha dropped) and the ITU-R 601 luma weights; GIFs give their first frame. Undecodable
+        # bytes fail here, as an InvalidArgumentError naming the formats TF reads.
+        rgb = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        pixels = tf.shape(rgb)[0] * tf.shape(rgb)[1]
+        too_large = tf.debugging.assert_less_equal(
+            pixels, MAX_PIXELS, message=f"image too large: the limit is {MAX_PIXELS:,} pixels; crop or shrink it"
+        )
+        with tf.control_dependencies([too_large]):  # Before the float copy, 4 bytes per channel.
+            grey = tf.tensordot(tf.cast(rgb, tf.float32), [0.299, 0.587, 0.114], axes=1)[..., None]
+        image = tf.image.resize(grey, IMAGE_SHAPE[:2], antialias=True)
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
     def serve_pixels(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return outputs(image)
+        # A signature checks the dtype of what it is given, not the shape, and oneDNN's
+        # convolution aborts the whole process (TF Serving included) on some wrong shapes,
+        # such as [N,28,28]: refuse them first, as an InvalidArgumentError naming the shape.
+        return outputs(tf.ensure_shape(image, [None, *IMAGE_SHAPE]))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)])
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        image_bytes = tf.ensure_shape(image_bytes, [None])
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
         return outputs(images)
 
@@ -128,6 +143,14 @@ def versions(base: Path) -> list[int]:
     if not base.is_dir():
         return []
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+def stray_temporaries(out: Path) -> list[Path]:
+    """The hidden `.tmp-*` folders beside the versions: left by an export that was
+    killed, or being written by one running now. Their names are not numbers, so
+    TF Serving and `versions` ignore them; only a person can tell which is which."""
+    base = Path(out) / "saved_model" / MODEL_NAME
+    return sorted(p for p in base.glob(".tmp-*") if p.is_dir()) if base.is_dir() else []
 
 
 def choose_version(out: Path, version: int | None = None) -> int:

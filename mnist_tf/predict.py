@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,26 +155,54 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     return square[:, :, None]
 
 
+def grey_pixels(image: Any) -> np.ndarray:
+    """A Pillow image's pixels as grey uint8 [H,W], transparent pixels as white paper.
+
+    16-bit images are scaled down (Pillow's own conversion would clip them to
+    255); 32-bit integer and float images, whose range the mode does not say,
+    are stretched from their darkest pixel to black and their brightest to white.
+    """
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        return np.round(np.asarray(image, np.float64) / 257).astype(np.uint8)
+    if image.mode in ("I", "F"):
+        pixels = np.asarray(image, np.float64)
+        finite = np.isfinite(pixels)
+        low, high = (pixels[finite].min(), pixels[finite].max()) if finite.any() else (0.0, 0.0)
+        scaled = (np.where(finite, pixels, low) - low) * (255 / (high - low) if high > low else 0.0)
+        return np.round(scaled).astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        paper = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(paper, image.convert("RGBA"))
+    return np.asarray(image.convert("L"))
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Decodes an image file (PNG, JPEG, ...) into an MNIST input [28,28,1] uint8.
 
-    Transparent pixels count as white paper. Raises `UserError`, with a message
-    meant to follow the file name, for a missing, unreadable or non-image file,
-    and for one over `MAX_PIXELS` pixels, refused from its header undecoded.
+    Transparent pixels count as white paper; an animated image (GIF, APNG, WebP)
+    gives its first frame. Raises `UserError`, with a one-line message meant to
+    follow the file name, for a missing, empty, unreadable or non-image file, and
+    for one over `MAX_PIXELS` pixels, refused from its header undecoded. Pillow's
+    warnings (corrupt metadata, decompression bombs) are silenced.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise UserError(f"image too large ({width}x{height} pixels): {_SHRINK}")
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                paper = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(paper, image.convert("RGBA"))
-            return to_mnist(np.asarray(image.convert("L")))
+        if path.is_file() and path.stat().st_size == 0:
+            raise UserError("empty file: pass a PNG or JPEG of a digit")
+        with warnings.catch_warnings():
+            # Pillow warns about corrupt metadata, and about decompression bombs from 89 megapixels
+            # (our own limit, lower, refuses those): the user gets the digit or one error line instead.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise UserError(f"image too large ({width}x{height} pixels): {_SHRINK}")
+                image = ImageOps.exif_transpose(image)  # An animated image stays on its first frame.
+                return to_mnist(grey_pixels(image))
     except FileNotFoundError:
         raise UserError("no such file: check the path") from None
     except IsADirectoryError:
@@ -184,7 +213,8 @@ def load_image(path: str | Path) -> np.ndarray:
         raise UserError(f"image too large: {_SHRINK}") from None
     except (OSError, ValueError, SyntaxError) as e:  # Truncated or corrupt data (Pillow raises all three).
         raise UserError(
-            f"cannot decode the image ({type(e).__name__}: {str(e)[:120]}): the file may be truncated or corrupt"
+            f"cannot decode the image ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+            "the file may be truncated or corrupt"
         ) from None
 
 

@@ -61,3 +61,24 @@ def trained_run(tmp_path_factory, real_source):
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     train_and_evaluate(config.FAST, run_dir, real_source)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_keras(tmp_path_factory):
+    """An untrained `fast` model saved as .keras: real TF for shape and error tests, in a second."""
+    from mnist_tf import config
+    from mnist_tf.model import build_model
+
+    path = tmp_path_factory.mktemp("tiny") / "model.keras"
+    build_model(config.preset("fast")).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_saved_model(tiny_keras, tmp_path_factory):
+    """`tiny_keras` exported by `export_saved_model`: the SavedModel version folder."""
+    import numpy as np
+
+    from mnist_tf.export import export_saved_model
+
+    return export_saved_model(tiny_keras, tmp_path_factory.mktemp("tiny_export"), np.zeros((1, 28, 28, 1), np.uint8))

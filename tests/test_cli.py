@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import struct
 
 import pytest
@@ -94,7 +95,13 @@ def test_evaluate_writes_reports(finished_run, mock_mnist, tmp_path):
         (["--preset", "huge"], ["huge", "default"]),
         (["--learning-rate", "0"], ["--learning-rate"]),
         (["--train-examples", "59999"], ["train examples"]),
+        (["--validation-examples", "60000"], ["--validation-examples", "60000"]),
+        (["--seed", "-1"], ["--seed"]),
+        # Conflicting options: 20,000 training examples cannot fit beside 50,000 held out.
+        (["--validation-examples", "50000", "--train-examples", "20000"], ["train examples must be in 1..10000"]),
     ],
+    ids=["epochs-0", "batch-size-negative", "unknown-preset", "learning-rate-0", "train-examples-too-many",
+         "validation-examples-too-many", "seed-negative", "train-and-validation-conflict"],
 )
 def test_invalid_train_options_are_usage_errors(args, words, tmp_path):
     result = run("train", *args, "--run-dir", tmp_path / "run")
@@ -124,3 +131,87 @@ def test_evaluate_refuses_missing_and_non_model_paths(tmp_path):
     fake = tmp_path / "model.keras"
     fake.write_bytes(b"this is not a zip archive")
     assert_one_line_error(run("evaluate", "--model", fake), "not a readable Keras model")
+
+
+def test_unfinished_run_with_other_options_is_refused_not_mixed(tmp_path):
+    from mnist_tf import config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config.FAST.replace(epochs=2, batch_size=16).save(run_dir / "config.json")  # as QUICK left it
+    before = sha256(run_dir / "config.json")
+    result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--run-dir", run_dir)
+    assert_one_line_error(result, "different config (epochs, learning_rate)", "same options to resume", "--overwrite")
+    assert sha256(run_dir / "config.json") == before and sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--calibration-examples", "0"], ["--calibration-examples"]),
+        (["--max-accuracy-drop", "101"], ["--max-accuracy-drop"]),
+        (["--version", "0"], ["--version"]),
+        (["--tflite-kind", "int4"], ["int4", "float32"]),
+    ],
+    ids=["calibration-examples-0", "max-accuracy-drop-101", "version-0", "unknown-tflite-kind"],
+)
+def test_invalid_export_options_are_usage_errors(args, words, tiny_keras, tmp_path):
+    result = run("export", "--model", tiny_keras, "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert all(w in result.output for w in words), result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_an_existing_version_before_any_work(tiny_keras, tiny_saved_model):
+    out = tiny_saved_model.parents[2]  # OUT/saved_model/mnist/1
+    before = sha256(tiny_saved_model / "saved_model.pb")
+    result = run("export", "--model", tiny_keras, "--out", out, "--version", "1")
+    assert_one_line_error(result, "version 1 already exists", "omit --version")
+    assert sha256(tiny_saved_model / "saved_model.pb") == before
+
+
+def model_that_is_something_else(path, kind, tiny_keras, tiny_saved_model):
+    import tensorflow as tf
+
+    if kind == "folder-of-other-files":
+        path.mkdir()
+        (path / "notes.txt").write_text("not a model")
+    elif kind == "folder-of-versions":
+        shutil.copytree(tiny_saved_model, path / "1")
+    elif kind == "broken-saved-model":
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"not a protobuf")
+    elif kind == "other-saved-model":
+        module = tf.Module()
+        module.double = tf.function(lambda x: {"y": 2 * x}, input_signature=[tf.TensorSpec([None], tf.float32)])
+        tf.saved_model.save(module, str(path), signatures={"serving_default": module.double})
+    elif kind == "fake-tflite":
+        path.write_bytes(b"TFL3 but not really a flatbuffer")
+    elif kind == "other-format":
+        path.write_bytes(b"\x08\x07")
+    elif kind == "truncated-keras":
+        path.write_bytes(tiny_keras.read_bytes()[: tiny_keras.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "kind, name, words",
+    [
+        ("folder-of-other-files", "stuff", ["neither model.keras nor saved_model.pb", "pass a run dir"]),
+        ("folder-of-versions", "mnist", ["holds SavedModel versions [1]", "pass one version folder"]),
+        ("broken-saved-model", "sm", ["is not a readable SavedModel", "written by mnist-tf export"]),
+        ("other-saved-model", "sm", ["has no serving_default signature with an 'image' input"]),
+        ("fake-tflite", "model.tflite", ["is not a TFLite model", "pass a .tflite written by mnist-tf export"]),
+        ("other-format", "model.onnx", ["is not a model format mnist-tf reads"]),
+        ("truncated-keras", "model.keras", ["is not a readable Keras model", "written by mnist-tf train"]),
+    ],
+    ids=["folder-of-other-files", "folder-of-versions", "broken-saved-model", "other-saved-model", "fake-tflite",
+         "other-format", "truncated-keras"],
+)
+def test_model_paths_holding_something_else_are_refused(tmp_path, tiny_keras, tiny_saved_model, kind, name, words):
+    from PIL import Image
+
+    model = tmp_path / name
+    model_that_is_something_else(model, kind, tiny_keras, tiny_saved_model)
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    assert_one_line_error(run("predict", "--model", model, image), *words)

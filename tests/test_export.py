@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mnist_tf import export
 from mnist_tf.errors import UserError
@@ -297,3 +299,138 @@ def test_export_refuses_a_model_that_is_not_keras(tmp_path):
         export.resolve_keras_path(tmp_path / "model.tflite")
     with pytest.raises(UserError, match="does not exist"):
         export.resolve_keras_path(tmp_path / "missing")
+
+
+# Fast tests: an untrained model's SavedModel, for what the signatures accept and refuse.
+
+
+@pytest.fixture(scope="module")
+def tiny_signatures(tiny_saved_model):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tiny_saved_model))
+    return loaded, loaded.signatures["serving_default"], loaded.signatures["serving_bytes"]
+
+
+def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "expected"),
+    [
+        ("float32", [2, 28, 28, 1], "expected to be a uint8 tensor but is a float tensor"),
+        ("int32", [2, 28, 28, 1], "expected to be a uint8 tensor but is a int32 tensor"),
+        # This shape used to abort the whole process in oneDNN's convolution.
+        ("uint8", [2, 28, 28], r"Shape of tensor image \[2,28,28\] is not compatible with expected shape \[\?,28,28,1\]"),
+        ("uint8", [2, 32, 32, 1], r"image \[2,32,32,1\] is not compatible with expected shape \[\?,28,28,1\]"),
+        ("uint8", [28, 28, 1], r"image \[28,28,1\] is not compatible with expected shape \[\?,28,28,1\]"),
+    ],
+    ids=["float32", "int32", "no-channel", "32x32", "no-batch"],
+)
+def test_serving_default_refuses_wrong_dtypes_and_shapes_naming_the_expected_one(tiny_signatures, dtype, shape, expected):
+    import tensorflow as tf
+
+    _, pixels, _ = tiny_signatures
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+        pixels(image=tf.zeros(shape, dtype))
+    out = pixels(image=tf.zeros([2, 28, 28, 1], tf.uint8))  # still serving after the refusals
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([b"these are not pixels"], "Unknown image file format. One of JPEG, .*PNG, GIF, BMP"),
+        ([b""], "Input is empty"),
+        ([b"\x89PNG\r\n\x1a\n" + b"\0" * 40], "Invalid PNG"),
+        (b"a scalar", r"image_bytes \[\] is not compatible with expected shape \[\?\]"),
+        ([[b"a matrix"]], r"image_bytes \[1,1\] is not compatible with expected shape \[\?\]"),
+    ],
+    ids=["not-an-image", "empty", "broken-png", "scalar", "matrix"],
+)
+def test_serving_bytes_refuses_undecodable_input_with_a_clear_error(tiny_signatures, value, expected):
+    import tensorflow as tf
+
+    _, _, by_bytes = tiny_signatures
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+        by_bytes(image_bytes=tf.constant(value))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a string tensor but is a uint8"):
+        by_bytes(image_bytes=tf.zeros([1, 28, 28, 1], tf.uint8))
+
+
+def test_serving_bytes_refuses_a_huge_image_before_converting_it(tiny_signatures):
+    import tensorflow as tf
+    from PIL import Image
+
+    _, _, by_bytes = tiny_signatures
+    # 8000x7000 black pixels: 56 megapixels in a few kilobytes of PNG.
+    encoded = encode(np.zeros((7000, 8000), np.uint8), "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large: the limit is 50,000,000 pixels"):
+        by_bytes(image_bytes=tf.constant([encoded]))
+    assert Image.open(io.BytesIO(encoded)).size == (8000, 7000)
+
+
+def test_serving_bytes_reads_every_documented_format_like_the_pixel_signature(tiny_signatures):
+    import tensorflow as tf
+    from PIL import Image
+
+    _, pixels, by_bytes = tiny_signatures
+    digit = np.random.default_rng(0).integers(0, 256, (28, 28), np.uint8)
+    # TF decodes GIF, BMP and WebP only to colour: these failed with channels=1.
+    lossless = [encode(digit, f) for f in ("PNG", "GIF", "BMP")] + [encode(digit, "WEBP", lossless=True)]
+    lossless.append(tf.io.encode_png(digit[..., None].astype(np.uint16) * 257).numpy())  # 16-bit PNG
+    rgb = np.repeat(digit[..., None], 3, axis=-1)
+    lossless.append(encode(np.dstack([rgb, np.full((28, 28), 255, np.uint8)]), "PNG"))  # RGBA, opaque
+    frames = io.BytesIO()
+    Image.fromarray(digit).save(frames, format="GIF", save_all=True, append_images=[Image.fromarray(255 - digit)])
+    lossless.append(frames.getvalue())  # animated: the first frame counts
+    expected = pixels(image=tf.constant(np.repeat(digit[None, ..., None], len(lossless), axis=0)))
+    out = by_bytes(image_bytes=tf.constant(lossless))
+    np.testing.assert_allclose(out["logits"].numpy(), expected["logits"].numpy(), atol=1e-4)
+    jpeg = by_bytes(image_bytes=tf.constant([encode(digit, "JPEG", quality=100)]))
+    np.testing.assert_allclose(jpeg["probabilities"].numpy(), expected["probabilities"].numpy()[:1], atol=0.05)
+
+
+MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"GIF87a", b"BM", b"RIFF\0\0\0\0WEBPVP8 "]
+
+
+@given(
+    data=st.one_of(
+        st.tuples(st.sampled_from(MAGIC), st.binary(max_size=200)).map(b"".join),
+        st.tuples(
+            st.sampled_from([np.uint8, np.uint16]),
+            st.integers(1, 40),
+            st.integers(1, 40),
+            st.sampled_from([1, 2, 3, 4]),
+            st.integers(0, 2**32 - 1),
+        ).map(lambda t: random_png(*t)),
+    ),
+    cut=st.one_of(st.none(), st.integers(0, 300)),
+)
+@settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzz_serving_bytes_gives_probabilities_or_an_invalid_argument_error(tiny_signatures, data, cut):
+    import tensorflow as tf
+
+    _, _, by_bytes = tiny_signatures
+    data = data if cut is None else data[:cut]  # also truncated images
+    try:
+        out = by_bytes(image_bytes=tf.constant([data]))
+    except tf.errors.InvalidArgumentError as e:
+        assert str(e).strip(), "an error without a message"
+        return
+    probabilities = out["probabilities"].numpy()
+    assert probabilities.shape == (1, 10) and np.isfinite(probabilities).all()
+    assert abs(probabilities.sum() - 1) < 1e-5 and out["class_id"].numpy()[0] == probabilities.argmax()
+
+
+def random_png(dtype, height: int, width: int, channels: int, seed: int) -> bytes:
+    import tensorflow as tf
+
+    high = np.iinfo(dtype).max
+    pixels = np.random.default_rng(seed).integers(0, high, (height, width, channels), dtype, endpoint=True)
+    return tf.io.encode_png(pixels).numpy()

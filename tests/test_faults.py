@@ -2,17 +2,19 @@
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from mnist_tf import config
+from mnist_tf import config, export
 from mnist_tf.model import build_model
 from mnist_tf import train as train_module
 from mnist_tf.train import BestCheckpoint
 
+from conftest import REPO
 from test_cli import QUICK, assert_one_line_error, run, sha256
 from test_train import cli, real_args
 
@@ -57,3 +59,56 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, real_source):
     assert "Re-run the same command to resume" in stderr and "Traceback" not in stderr
     assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
     json.loads((run_dir / "config.json").read_text())
+
+
+@pytest.mark.slow
+def test_export_killed_while_writing_leaves_no_version_and_the_next_export_works(tmp_path, real_source, tiny_keras):
+    import numpy as np
+    import tensorflow as tf
+
+    out = tmp_path / "export"
+    base = out / "saved_model" / "mnist"
+    args = ["export", "--model", tiny_keras, "--out", out]
+    args += ["--data-dir", real_source.data_dir, "--manual-dir", real_source.manual_dir]
+    for _ in range(3):  # The write takes about 0.2 s: on a busy machine the poll may miss it.
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.Popen(cli(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        writing = kill_when_writing(proc, out)
+        if writing:
+            break
+    assert writing, "each export ended before it could be killed mid-write"
+    assert proc.returncode == -signal.SIGKILL
+    # TF Serving loads the highest all-digit folder: there must be none, only the hidden leftover.
+    assert export.versions(base) == [] and export.stray_temporaries(out) == writing
+    assert not (out / "saved_model" / "models.config").exists()
+
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert export.versions(base) == [1]
+    note = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and writing[0].name in note[0] and "delete them" in note[0], result.stderr
+    signature = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
+    probabilities = signature(image=tf.zeros([2, 28, 28, 1], tf.uint8))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (out / "saved_model" / "models.config").is_file()
+
+
+def kill_when_writing(proc, out):
+    """SIGKILLs `proc` once a hidden temporary version folder holds files; returns those folders."""
+    deadline = time.monotonic() + 240
+    writing = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        writing = [p for p in export.stray_temporaries(out) if holds_files(p)]
+        if writing:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return writing
+
+
+def holds_files(folder):
+    try:
+        return any(folder.iterdir())
+    except FileNotFoundError:  # renamed into place or removed meanwhile
+        return False

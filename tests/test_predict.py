@@ -6,15 +6,22 @@ PNG files and classify them with the trained model in each exported format.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import struct
+import tempfile
 import types
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
 from mnist_tf.errors import UserError
@@ -197,3 +204,177 @@ def test_evaluate_cli_accepts_saved_model_and_tflite(formats, kind, trained_run,
     assert metrics["examples"] == 10000
     assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-3)
     assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+# Odd image files, through the library and the CLI, with an untrained model: the
+# outcome, not the digit, is under test.
+
+
+def big_black_png(path: Path, width: int, height: int) -> None:
+    """A valid, fully decodable PNG of `width` x `height` black pixels, compressed row by row
+    (10000x10000 takes 100 KB on disk and never exists as an array here)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte + pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def save_animated_gif(path: Path, *frames: np.ndarray) -> None:
+    first, *rest = (Image.fromarray(f) for f in frames)
+    first.save(path, save_all=True, append_images=rest, duration=100, loop=0)
+
+
+def test_load_image_scales_16_bit_images_instead_of_clipping_them(tmp_path):
+    digit = stroke_image(size=56, ink=0, paper=255)
+    digit[digit == 255] = 230  # not only the extremes
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "digit16.png")  # 0..65535
+    assert Image.open(tmp_path / "digit16.png").mode == "I;16"
+    # Pillow's own conversion clips to 255: every paper pixel would become the same as ink.
+    np.testing.assert_array_equal(load_image(tmp_path / "digit16.png"), to_mnist(digit))
+    # 16-bit PGM opens as 32-bit "I", and float TIFF as "F": stretched from darkest to brightest.
+    (tmp_path / "digit.pgm").write_bytes(b"P5\n56 56\n65535\n" + (digit.astype(">u2") * 257).tobytes())
+    Image.fromarray(digit.astype(np.float32) / 255).save(tmp_path / "digit.tif")
+    stretched = np.round(digit * (255 / digit.max())).astype(np.uint8)  # 230 becomes 255; ink is already 0
+    for name in ("digit.pgm", "digit.tif"):
+        assert Image.open(tmp_path / name).mode in ("I", "F")
+        np.testing.assert_array_equal(load_image(tmp_path / name), to_mnist(stretched), err_msg=name)
+
+
+def test_load_image_takes_the_first_frame_of_an_animated_gif(tmp_path):
+    digit = stroke_image(size=56)
+    save_animated_gif(tmp_path / "anim.gif", digit, np.rot90(digit), np.zeros_like(digit))
+    assert Image.open(tmp_path / "anim.gif").n_frames == 3
+    np.testing.assert_array_equal(load_image(tmp_path / "anim.gif"), to_mnist(digit))
+
+
+def test_load_image_reads_a_single_pixel_image(tmp_path):
+    Image.fromarray(np.array([[200]], np.uint8)).save(tmp_path / "dot.png")
+    # One light pixel counts as paper: inverted to 55, then stretched over 28x28.
+    assert (load_image(tmp_path / "dot.png") == 255 - 200).all()
+
+
+def test_load_image_refuses_a_decodable_10000_by_10000_image_without_decoding_it(tmp_path):
+    path = tmp_path / "huge.png"
+    big_black_png(path, 10000, 10000)
+    assert path.stat().st_size < 1_000_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not leak to the user.
+        with pytest.raises(UserError, match=r"image too large \(10000x10000 pixels\).*crop or shrink"):
+            load_image(path)
+
+
+def test_load_image_refuses_an_empty_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(UserError, match="^empty file: pass a PNG or JPEG of a digit$"):
+        load_image(tmp_path / "empty.png")
+
+
+def odd_image(path: Path, kind: str) -> None:
+    digit = stroke_image(size=56, ink=0, paper=255)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "1x1":
+        Image.fromarray(np.array([[0]], np.uint8)).save(path)
+    elif kind == "16-bit":
+        Image.fromarray(digit.astype(np.uint16) * 257).save(path)
+    elif kind == "animated":
+        save_animated_gif(path, digit, 255 - digit)
+    elif kind == "10000x10000":
+        big_black_png(path, 10000, 10000)
+    elif kind == "rgba":
+        rgba = np.zeros((56, 56, 4), np.uint8)
+        rgba[..., 3] = 255 - digit
+        Image.fromarray(rgba, "RGBA").save(path)
+    elif kind == "not-an-image":
+        path.write_text("a shopping list, not a digit")
+    elif kind == "truncated":
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:300])
+
+
+ODD_IMAGES = [
+    ("empty", ".png", "empty file: pass a PNG or JPEG of a digit"),
+    ("1x1", ".png", None),
+    ("16-bit", ".png", None),
+    ("animated", ".gif", None),
+    ("10000x10000", ".png", "image too large (10000x10000 pixels): the limit is 50 megapixels; crop or shrink"),
+    ("rgba", ".png", None),
+    ("not-an-image", ".png", "not an image Pillow can read: pass a PNG or JPEG of a digit"),
+    ("truncated", ".png", "cannot decode the image (OSError"),
+]
+
+
+@pytest.mark.parametrize(("kind", "suffix", "error"), ODD_IMAGES, ids=[kind for kind, _, _ in ODD_IMAGES])
+def test_predict_cli_on_odd_images_predicts_or_fails_in_one_line(tiny_keras, tmp_path, kind, suffix, error):
+    from mnist_tf.cli import main
+
+    path = tmp_path / f"{kind}{suffix}"
+    odd_image(path, kind)
+    result = CliRunner().invoke(main, ["predict", "--model", str(tiny_keras), str(path)])
+    assert "Traceback" not in result.output and "Warning" not in result.output, result.output
+    if error is None:
+        assert result.exit_code == 0, result.output
+        assert re.fullmatch(rf"{re.escape(str(path))}: \d \(\d+\.\d%\)\n", result.stdout), result.stdout
+        assert result.stderr == ""
+    else:
+        assert result.exit_code == 1, result.output
+        assert result.stdout == ""
+        assert result.stderr == f"{path}: error: " + result.stderr.split(": error: ", 1)[1]
+        assert result.stderr.count("\n") == 1 and error in result.stderr, result.stderr
+
+
+MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\0", b"P5\n4 4\n255\n", b"RIFF\0\0\0\0WEBP"]
+
+
+@given(prefix=st.sampled_from(MAGIC), body=st.binary(max_size=300))
+@settings(max_examples=150, deadline=2000)
+def test_fuzz_load_image_on_random_bytes(prefix, body):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.img"
+        path.write_bytes(prefix + body)
+        assert_mnist_image_or_user_error(path)
+
+
+# Pillow modes that numpy arrays map to: L, LA, RGB, RGBA, I;16, I, F and 1.
+PIXELS = st.one_of(
+    arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([2, 3, 4]))),
+    *(arrays(dtype, array_shapes(min_dims=2, max_dims=2, max_side=40)) for dtype in (np.uint8, np.uint16, np.int32)),
+    arrays(np.float32, array_shapes(min_dims=2, max_dims=2, max_side=40), elements=st.floats(width=32)),
+    arrays(np.bool_, array_shapes(min_dims=2, max_dims=2, max_side=40)),
+)
+
+
+@given(pixels=PIXELS, fmt=st.sampled_from(["PNG", "TIFF", "GIF", "BMP", "JPEG", "WEBP", "PPM"]), cut=st.none() | st.integers(0, 400))
+@settings(max_examples=150, deadline=2000)
+def test_fuzz_load_image_on_random_arrays_in_every_format(pixels, fmt, cut):
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(pixels).save(buffer, format=fmt)
+    except (OSError, ValueError, KeyError, TypeError):  # a mode this format cannot store
+        reject()
+    data = buffer.getvalue() if cut is None else buffer.getvalue()[:cut]  # also truncated files
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"fuzz.{fmt.lower()}"
+        path.write_bytes(data)
+        image = assert_mnist_image_or_user_error(path)
+    if cut is None and fmt in ("PNG", "TIFF") and pixels.ndim == 2 and pixels.dtype == np.uint8:
+        assert image is not None, "a whole lossless grey image must decode"
+        np.testing.assert_array_equal(image, to_mnist(pixels))
+
+
+def assert_mnist_image_or_user_error(path: Path) -> np.ndarray | None:
+    """The only two outcomes allowed: an MNIST input, or a one-line `UserError`; no warning."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            image = load_image(path)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+        return None
+    assert image.shape == (28, 28, 1) and image.dtype == np.uint8
+    return image
