@@ -134,8 +134,24 @@ def augmenter(seed: int) -> keras.Sequential:
     )
 
 
+def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Sets how a multi-worker strategy splits `ds` between workers: by element (DATA).
+
+    TFDS MNIST is one TFRecord file per split, so FILE sharding cannot give two
+    workers a file each (AUTO would try it, warn, and fall back to DATA). With
+    DATA every worker reads the whole, small, split in the same seeded order and
+    keeps its own share of each global batch. Other strategies ignore the option.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
-    """Caches, shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches."""
+    """Caches, shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches.
+
+    Batches are global batches of `cfg.batch_size`: a strategy splits each one over its replicas.
+    """
     ds = ds.cache()
     size = int(ds.cardinality())
     ds = ds.shuffle(max(size, 1), seed=cfg.seed, reshuffle_each_iteration=True)
@@ -149,12 +165,12 @@ def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
 
         # One call at a time keeps the seeded random stream in a fixed order.
         ds = ds.map(augment, num_parallel_calls=None if cfg.deterministic else tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def eval_pipeline(ds: tf.data.Dataset, batch_size: int = EVAL_BATCH_SIZE) -> tf.data.Dataset:
     """Caches, batches and prefetches, in a fixed order."""
-    return ds.cache().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(ds.cache().batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 @dataclasses.dataclass
