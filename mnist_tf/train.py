@@ -9,6 +9,10 @@ A run dir holds everything of one run:
     logs/               TensorBoard
     learning_curves.png
     metrics.json        written last: its presence marks the run finished
+
+With `strategy="multi-worker"` only the chief writes the run dir; every other
+worker writes the same files to its own `distribute.worker_dir` and removes it
+when the run ends (README, "Scaling out").
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import data, evaluate, plots
+from mnist_tf import data, distribute, evaluate, plots
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, write_json
@@ -152,12 +156,22 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
     return resuming
 
 
-def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrite: bool = False) -> dict[str, Any]:
+def train_and_evaluate(
+    cfg: Config, run_dir: Path, source: data.Source, overwrite: bool = False, strategy: str = "default"
+) -> dict[str, Any] | None:
     """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the best
-    checkpoint on the test split and returns the metrics written to metrics.json."""
-    run_dir = Path(run_dir)
+    checkpoint on the test split and returns the metrics written to metrics.json.
+
+    `strategy` names a `distribute.STRATEGIES` entry. It is made here, after the
+    run-dir checks and before any other TensorFlow op, as multi-worker training
+    requires. A non-chief worker trains its share and returns None.
+    """
+    role = distribute.role(strategy)
+    chief_dir = Path(run_dir)
+    run_dir = chief_dir if role.is_chief else distribute.worker_dir(chief_dir, role)
     resuming = check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
+    dist = distribute.make_strategy(strategy)
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -165,7 +179,8 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
 
     datasets = data.make_datasets(cfg, source)
     steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
-    model = compile_model(build_model(cfg), cfg, steps_per_epoch)
+    with dist.scope():  # Variables (model, optimizer, metrics) are made once per replica.
+        model = distribute.fit_compatible(compile_model(build_model(cfg), cfg, steps_per_epoch), dist)
 
     monitor = "val_accuracy" if datasets.validation is not None else "accuracy"
     history_path = run_dir / "history.csv"
@@ -199,6 +214,11 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
             f"lower --learning-rate (was {cfg.learning_rate}); the last good checkpoint is kept in {run_dir / 'model.keras'}"
         )
 
+    if not role.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)  # The chief holds the run; this was scratch.
+        print(f"{role.name} finished; the chief writes the run to {chief_dir}", file=sys.stderr)
+        return None
+
     history = read_history(history_path)
     plots.learning_curves(history, run_dir / "learning_curves.png")
 
@@ -218,6 +238,8 @@ def train_and_evaluate(cfg: Config, run_dir: Path, source: data.Source, overwrit
         "validation_examples": datasets.validation_examples,
         "jit_compile": resolve_jit(cfg),
         "device": "GPU" if gpu_available() else "CPU",
+        **distribute.describe(dist),
+        "workers": role.num_workers,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "config": cfg.to_dict(),
         "test": result.to_dict(),
