@@ -180,6 +180,25 @@ def wait_all(procs, timeout):
                 proc.wait()
 
 
+def start_workers(run_dir, logs, *extra):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    procs = []
+    for i, log in enumerate(logs):
+        env = {**os.environ, "TF_CONFIG": tf_config(workers, index=i)}
+        with open(log, "w") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "mnist_tf", *real_train_args(run_dir, "--strategy", "multi-worker", *extra)],
+                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                )
+            )
+    return procs
+
+
+def epochs_logged(path):
+    return len(path.read_text().splitlines()) - 1 if path.is_file() else 0
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("real_source")
 def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path):
@@ -192,18 +211,8 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
     run_dir = tmp_path / "multi"
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    procs = []
-    for i, log in enumerate(logs):
-        env = {**os.environ, "TF_CONFIG": tf_config(workers, index=i)}
-        with open(log, "w") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "mnist_tf", *real_train_args(run_dir, "--strategy", "multi-worker", *extra)],
-                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                )
-            )
+    procs = start_workers(run_dir, logs, *extra)
     wait_all(procs, timeout=300)
     for proc, log in zip(procs, logs):
         assert proc.returncode == 0, log.read_text()[-3000:]
@@ -219,12 +228,14 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
     multi = json.loads((run_dir / "metrics.json").read_text())
     one = json.loads((single / "metrics.json").read_text())
     assert (multi["strategy"], multi["replicas"], multi["workers"]) == ("multi-worker", 2, 2)
-    # Same data, global batch, seed and learning rate; they differ in BatchNorm statistics
-    # (per replica, 32 images each) and dropout masks, which move a 100-step run's test
-    # accuracy by about as much as another seed does (a point or two at ~95%).
+    # Same data, global batch, seed and learning rate; they differ only in BatchNorm statistics
+    # (per replica, 32 images each) and dropout masks, i.e. about as much as another seed. One
+    # process with seeds 1, 2, 3, 42 scored 96.60-96.75% (loss 0.115-0.121); two workers 96.86%
+    # (0.115). One point and 25% of loss is several times that spread, and far below what a
+    # broken run gives (chance is 10%).
     assert one["test_accuracy"] > 0.9 and multi["test_accuracy"] > 0.9, (one, multi)
-    assert abs(multi["test_accuracy"] - one["test_accuracy"]) < 0.03, (one["test_accuracy"], multi["test_accuracy"])
-    assert multi["test_loss"] < 1.5 * one["test_loss"] and one["test_loss"] < 1.5 * multi["test_loss"]
+    assert abs(multi["test_accuracy"] - one["test_accuracy"]) < 0.01, (one["test_accuracy"], multi["test_accuracy"])
+    assert multi["test_loss"] < 1.25 * one["test_loss"] and one["test_loss"] < 1.25 * multi["test_loss"]
 
     # The chief's model is an ordinary model: it loads and evaluates without any strategy.
     evaluated = CliRunner().invoke(
@@ -233,3 +244,35 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     assert report["accuracy"] == pytest.approx(multi["test_accuracy"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("real_source")
+def test_killed_workers_resume_from_their_own_backups(tmp_path):
+    run_dir, scratch = tmp_path / "run", tmp_path / "run.worker-1"
+    extra = ("--train-examples", "1280", "--batch-size", "64", "--epochs", "3", "--jit", "off")
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    procs = start_workers(run_dir, logs, *extra)
+    try:
+        deadline = time.monotonic() + 240
+        # Both workers have backed up epoch 1 once both have logged it (BackupAndRestore runs first).
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            if epochs_logged(run_dir / "history.csv") >= 1 and epochs_logged(scratch / "history.csv") >= 1:
+                break
+            time.sleep(0.05)
+        assert all(p.poll() is None for p in procs), "training ended before it could be killed"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    done = epochs_logged(run_dir / "history.csv")
+    assert 1 <= done < 3 and (scratch / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+
+    procs = start_workers(run_dir, logs, *extra)
+    wait_all(procs, timeout=300)
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        assert f"after epoch {done}" in log.read_text()  # each resumed from its own backup
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["resumed_after_epoch"] == done and metrics["workers"] == 2
+    assert not scratch.exists()
