@@ -69,9 +69,13 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_jit(cfg: Config) -> bool:
-    """XLA on GPU; off on CPU, where it measured slower (README, 'Why --jit is off on CPU')."""
-    return gpu_available() if cfg.jit is None else cfg.jit
+def resolve_jit(cfg: Config, replicas: int = 1) -> bool:
+    """XLA on GPU; off on CPU, where it measured slower (README, 'Why --jit is off on CPU').
+
+    Also off, unless forced, with several replicas: Keras' own "auto" turns XLA off under
+    tf.distribute, where it is less tested; `--jit on` still forces it.
+    """
+    return gpu_available() and replicas == 1 if cfg.jit is None else cfg.jit
 
 
 def make_schedule(cfg: Config, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -101,12 +105,12 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimi
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int) -> keras.Model:
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=resolve_jit(cfg),
+        jit_compile=resolve_jit(cfg, replicas),
     )
     return model
 
@@ -180,7 +184,8 @@ def train_and_evaluate(
     datasets = data.make_datasets(cfg, source)
     steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
     with dist.scope():  # Variables (model, optimizer, metrics) are made once per replica.
-        model = distribute.fit_compatible(compile_model(build_model(cfg), cfg, steps_per_epoch), dist)
+        model = compile_model(build_model(cfg), cfg, steps_per_epoch, dist.num_replicas_in_sync)
+        model = distribute.fit_compatible(model, dist)
 
     monitor = "val_accuracy" if datasets.validation is not None else "accuracy"
     history_path = run_dir / "history.csv"
@@ -236,7 +241,7 @@ def train_and_evaluate(
         "train_images_per_second": round(epochs_this_run * datasets.train_examples / train_seconds, 1),
         "train_examples": datasets.train_examples,
         "validation_examples": datasets.validation_examples,
-        "jit_compile": resolve_jit(cfg),
+        "jit_compile": resolve_jit(cfg, dist.num_replicas_in_sync),
         "device": "GPU" if gpu_available() else "CPU",
         **distribute.describe(dist),
         "workers": role.num_workers,

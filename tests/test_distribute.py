@@ -1,5 +1,6 @@
 """Strategies: TF_CONFIG checks, --strategy/--jit parsing, mirrored on two CPUs, two real workers."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -92,6 +93,17 @@ def test_jit_and_strategy_options_reach_the_library(args, jit, strategy, monkeyp
     result = CliRunner().invoke(cli.main, ["train", *args, "--run-dir", str(tmp_path)])
     assert "stop here" in result.output, result.output
     assert seen["cfg"].jit is jit and seen["strategy"] == strategy
+
+
+def test_jit_auto_is_on_for_one_gpu_replica_only(monkeypatch):
+    from mnist_tf import config, train
+
+    monkeypatch.setattr(train, "gpu_available", lambda: True)
+    auto = config.FAST.replace(epochs=1)
+    assert auto.jit is None and train.resolve_jit(auto, replicas=1) and not train.resolve_jit(auto, replicas=2)
+    assert train.resolve_jit(dataclasses.replace(auto, jit=True), replicas=2)  # --jit on forces it
+    monkeypatch.setattr(train, "gpu_available", lambda: False)
+    assert not train.resolve_jit(auto) and not train.resolve_jit(dataclasses.replace(auto, jit=False))
 
 
 def test_unknown_jit_or_strategy_is_a_usage_error(tmp_path):
