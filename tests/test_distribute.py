@@ -150,6 +150,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("real_source")  # prepared once, so the subprocesses need no preparation
 def test_mirrored_trains_on_two_logical_cpus(tmp_path):
     run_dir = tmp_path / "run"
