@@ -5,6 +5,7 @@ TensorFlow is imported inside each command, so `--help` answers at once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -62,13 +63,34 @@ def main() -> None:
 @main.command()
 @click.option("--preset", type=click.Choice(["default", "fast", "seed"]), default="default", help="Named starting config.")
 @click.option("--epochs", type=click.IntRange(1, 10000), help="Passes over the training set [preset's].")
-@click.option("--batch-size", type=click.IntRange(1, 65536), help="Examples per step [preset's].")
-@click.option("--learning-rate", type=click.FloatRange(0, 10, min_open=True), help="Peak learning rate [preset's].")
+@click.option(
+    "--batch-size", type=click.IntRange(1, 65536), help="Global batch: examples per step, over all replicas [preset's]."
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(0, 10, min_open=True),
+    help="Peak learning rate for the global batch; not scaled with the number of replicas [preset's].",
+)
 @click.option("--seed", type=click.IntRange(0), help="Seed for weights, shuffling, dropout, augmentation [42].")
 @click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
 @click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
 @click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [5000].")
-@click.option("--jit/--no-jit", default=None, help="XLA-compile steps [on with a GPU, off on CPU].")
+@click.option(
+    "--jit",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    is_flag=False,
+    flag_value="on",
+    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on).",
+)
+@click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),
+    default="auto",
+    help="tf.distribute strategy; auto: mirrored over all GPUs when more than one is visible, else default. "
+    "multi-worker reads TF_CONFIG; its chief (worker 0) writes the run.",
+)
 @click.option(
     "--mixed-precision",
     type=click.Choice(["off", "float16", "bfloat16"]),
@@ -79,26 +101,45 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir.")
 @data_options
 @user_errors
-def train(preset: str, run_dir: Path | None, overwrite: bool, data_dir: Path | None, manual_dir: Path | None, **overrides: Any) -> None:
+def train(
+    preset: str,
+    run_dir: Path | None,
+    overwrite: bool,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+    jit: str,
+    no_jit: bool,
+    strategy: str,
+    **overrides: Any,
+) -> None:
     """Train a model on MNIST, then evaluate it on the test split.
 
     Re-running the same command after an interruption resumes the run.
     """
+    # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
     from mnist_tf import config, data, train as training
 
+    jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
     cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
+    cfg = dataclasses.replace(cfg, jit=jit_flag)
     run_dir = run_dir or Path("runs") / preset
     click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
     click.echo("config: " + json.dumps(cfg.to_dict()))
     try:
-        metrics = training.train_and_evaluate(cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite)
+        metrics = training.train_and_evaluate(
+            cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy
+        )
     except KeyboardInterrupt:
         click.echo("\nInterrupted. Re-run the same command to resume from the last finished epoch.", err=True)
         sys.exit(130)
+    if metrics is None:
+        click.echo(f"worker finished its share; the chief wrote the run to {run_dir}")
+        return
     click.echo(
         f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
         f"{metrics['epochs']} epochs, fit {metrics['train_seconds']:.1f} s "
-        f"({metrics['train_images_per_second']:.0f} images/s on {metrics['device']})"
+        f"({metrics['train_images_per_second']:.0f} images/s on {metrics['device']}, "
+        f"{metrics['strategy']} strategy, {metrics['replicas']} replica(s))"
     )
     click.echo(f"wrote {run_dir}/model.keras, metrics.json, history.csv, learning_curves.png, logs/")
 

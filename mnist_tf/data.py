@@ -134,10 +134,25 @@ def augmenter(seed: int) -> keras.Sequential:
     )
 
 
+def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Sets how a multi-worker strategy splits `ds` between workers: by element (DATA).
+
+    The splits are served from memory (`in_memory`), so there are no files for
+    FILE sharding to hand out (AUTO would try, warn, and fall back to DATA).
+    With DATA every worker holds the whole, small, split in the same seeded
+    order and keeps its own share of each global batch. Other strategies
+    ignore the option.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
     """Shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches.
 
     `ds` should be in memory (`in_memory`), so no epoch waits on reading files.
+    Batches are global batches of `cfg.batch_size`: a strategy splits each one over its replicas.
     """
     size = int(ds.cardinality())
     ds = ds.shuffle(max(size, 1), seed=cfg.seed, reshuffle_each_iteration=True)
@@ -151,12 +166,12 @@ def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
 
         # One call at a time keeps the seeded random stream in a fixed order.
         ds = ds.map(augment, num_parallel_calls=None if cfg.deterministic else tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def eval_pipeline(ds: tf.data.Dataset, batch_size: int = EVAL_BATCH_SIZE) -> tf.data.Dataset:
     """Batches and prefetches, in a fixed order."""
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def in_memory(ds: tf.data.Dataset) -> tf.data.Dataset:

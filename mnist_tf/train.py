@@ -9,6 +9,10 @@ A run dir holds everything of one run:
     logs/               TensorBoard
     learning_curves.png
     metrics.json        written last: its presence marks the run finished
+
+With `strategy="multi-worker"` only the chief writes the run dir; every other
+worker writes the same files to its own `distribute.worker_dir` and removes it
+when the run ends (README, "Scaling out").
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import data, evaluate, plots
+from mnist_tf import data, distribute, evaluate, plots
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, write_json
@@ -66,9 +70,13 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_jit(cfg: Config) -> bool:
-    """XLA on GPU; off on CPU, where it measured slower (README, 'Why --jit is off on CPU')."""
-    return gpu_available() if cfg.jit is None else cfg.jit
+def resolve_jit(cfg: Config, replicas: int = 1) -> bool:
+    """XLA on GPU; off on CPU, where it measured slower (README, 'Why --jit is off on CPU').
+
+    Also off, unless forced, with several replicas: Keras' own "auto" turns XLA off under
+    tf.distribute, where it is less tested; `--jit on` still forces it.
+    """
+    return gpu_available() and replicas == 1 if cfg.jit is None else cfg.jit
 
 
 def make_schedule(cfg: Config, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -103,12 +111,12 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimi
     return optimizer
 
 
-def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int) -> keras.Model:
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=resolve_jit(cfg),
+        jit_compile=resolve_jit(cfg, replicas),
         steps_per_execution=cfg.steps_per_execution,
     )
     return model
@@ -164,15 +172,23 @@ def train_and_evaluate(
     run_dir: Path,
     source: data.Source,
     overwrite: bool = False,
+    strategy: str = "default",
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the best
     checkpoint on the test split and returns the metrics written to metrics.json.
 
-    `extra_callbacks` join fit's own (the benchmark uses one to time accuracy)."""
-    run_dir = Path(run_dir)
+    `strategy` names a `distribute.STRATEGIES` entry. It is made here, after the
+    run-dir checks and before any other TensorFlow op, as multi-worker training
+    requires. A non-chief worker trains its share and returns None.
+    `extra_callbacks` join fit's own (the benchmark uses one to time accuracy).
+    """
+    role = distribute.role(strategy)
+    chief_dir = Path(run_dir)
+    run_dir = chief_dir if role.is_chief else distribute.worker_dir(chief_dir, role)
     resuming = check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
+    dist = distribute.make_strategy(strategy)
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -182,7 +198,9 @@ def train_and_evaluate(
     datasets = data.make_datasets(cfg, source)
     data_seconds = time.perf_counter() - start
     steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
-    model = compile_model(build_model(cfg), cfg, steps_per_epoch)
+    with dist.scope():  # Variables (model, optimizer, metrics) are made once per replica.
+        model = compile_model(build_model(cfg), cfg, steps_per_epoch, dist.num_replicas_in_sync)
+        model = distribute.fit_compatible(model, dist)
 
     monitor = "val_accuracy" if datasets.validation is not None else "accuracy"
     history_path = run_dir / "history.csv"
@@ -217,6 +235,11 @@ def train_and_evaluate(
             f"lower --learning-rate (was {cfg.learning_rate}); the last good checkpoint is kept in {run_dir / 'model.keras'}"
         )
 
+    if not role.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)  # The chief holds the run; this was scratch.
+        print(f"{role.name} finished; the chief writes the run to {chief_dir}", file=sys.stderr)
+        return None
+
     history = read_history(history_path)
     plots.learning_curves(history, run_dir / "learning_curves.png")
 
@@ -235,8 +258,10 @@ def train_and_evaluate(
         "train_images_per_second": round(epochs_this_run * datasets.train_examples / train_seconds, 1),
         "train_examples": datasets.train_examples,
         "validation_examples": datasets.validation_examples,
-        "jit_compile": resolve_jit(cfg),
+        "jit_compile": resolve_jit(cfg, dist.num_replicas_in_sync),
         "device": "GPU" if gpu_available() else "CPU",
+        **distribute.describe(dist),
+        "workers": role.num_workers,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "config": cfg.to_dict(),
         "test": result.to_dict(),
