@@ -145,12 +145,12 @@ def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
     ds = data.train_pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), cfg).repeat()
     model = train.compile_model(build_model(cfg), cfg, steps)
     start = time.perf_counter()
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)  # traces, compiles, warms up
+    model.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)  # traces, compiles, warms up
     warmup_seconds = time.perf_counter() - start
     rates = []
     for _ in range(settings.repeats):
         start = time.perf_counter()
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        model.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
         rates.append(steps * cfg.batch_size / (time.perf_counter() - start))
     flops = forward_flops(model)
     return {

@@ -215,3 +215,21 @@ def test_model_paths_holding_something_else_are_refused(tmp_path, tiny_keras, ti
     image = tmp_path / "digit.png"
     Image.new("L", (28, 28)).save(image)
     assert_one_line_error(run("predict", "--model", model, image), *words)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_train_with_mixed_precision_records_it_and_evaluates(tmp_path, mock_mnist, precision):
+    run_dir = tmp_path / "run"
+    result = run("train", *QUICK, "--mixed-precision", precision, "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["config"]["mixed_precision"] == precision
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    evaluation = run("evaluate", "--model", run_dir)
+    assert evaluation.exit_code == 0, evaluation.output
+
+
+def test_benchmark_refuses_to_overwrite_an_earlier_benchmark(tmp_path):
+    (tmp_path / "benchmark.json").write_text("{}")
+    assert_one_line_error(run("benchmark", "--out", tmp_path, "--part", "peak"), "--overwrite")
+    assert (tmp_path / "benchmark.json").read_text() == "{}"

@@ -59,3 +59,97 @@ def test_scaling_happens_inside_the_model():
 def test_batchnorm_momentum_comes_from_config():
     model = build_model(config.SEED.replace(bn_momentum=0.8))
     assert model.get_layer("stage1_block1_bn").momentum == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("shape", [(16, 7, 7, 5), (32, 6)], ids=["conv-maps", "dense-features"])
+def test_fused_batchnorm_trains_like_keras_batchnorm(shape):
+    import keras
+    import tensorflow as tf
+
+    from mnist_tf.model import FusedBatchNormalization
+
+    x = tf.random.stateless_normal(shape, seed=(1, 2)) * 3.0 + 1.0
+    reference, fused = keras.layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)
+    grads = []
+    for layer in (reference, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(y.shape[-1], dtype=y.dtype))
+        grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    np.testing.assert_allclose(fused(x, training=True).numpy(), reference(x, training=True).numpy(), atol=1e-4)
+    for ours, theirs in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-3, atol=1e-3)
+    # Moving statistics: the same mean; the variance is the unbiased batch
+    # variance (as in PyTorch and Keras 2), Keras 3's is the biased one.
+    n = np.prod(shape[:-1])
+    batch_var = tf.math.reduce_variance(x, axis=list(range(len(shape) - 1))).numpy()
+    np.testing.assert_allclose(fused.moving_mean.numpy(), reference.moving_mean.numpy(), atol=1e-5)
+    expected = 1 + (1 - 0.9**2) * (batch_var * n / (n - 1) - 1)  # two updates from the initial 1
+    np.testing.assert_allclose(fused.moving_variance.numpy(), expected, rtol=1e-4)
+
+
+def test_fused_batchnorm_inference_is_keras_batchnorm():
+    import keras
+    import tensorflow as tf
+
+    from mnist_tf.model import FusedBatchNormalization
+
+    x = tf.random.stateless_normal((8, 5, 5, 3), seed=(3, 4))
+    fused, reference = FusedBatchNormalization(), keras.layers.BatchNormalization()
+    fused.build(x.shape), reference.build(x.shape)
+    reference.set_weights([w * 0 + np.float32(i + 0.5) for i, w in enumerate(fused.get_weights())])
+    fused.set_weights(reference.get_weights())
+    np.testing.assert_allclose(fused(x, training=False).numpy(), reference(x, training=False).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("precision, compute", [("bfloat16", "bfloat16"), ("float16", "float16")])
+def test_mixed_precision_computes_in_16_bits_and_keeps_weights_and_logits_float32(precision, compute):
+    import keras
+
+    from mnist_tf import train
+
+    cfg = config.FAST.replace(mixed_precision=precision)
+    model = build_model(cfg)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == compute for layer in convs)
+    assert all(v.dtype == "float32" for v in model.weights)
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert model.get_layer("stage1_block1_conv").output.dtype == compute
+    compiled = train.compile_model(model, cfg, steps_per_epoch=10)
+    # float16 needs loss scaling against gradient underflow; bfloat16 has float32's range.
+    assert isinstance(compiled.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "float16")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+    before = model.get_layer("stage1_block1_conv").kernel.numpy().copy()
+    logs = compiled.train_on_batch(images, labels, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert not np.array_equal(model.get_layer("stage1_block1_conv").kernel.numpy(), before)
+    assert model(images, training=False).dtype == "float32"
+
+
+def test_float32_copy_keeps_the_weights_and_computes_in_float32():
+    from mnist_tf.model import float32_copy
+
+    model = build_model(config.FAST.replace(mixed_precision="bfloat16"))
+    copy = float32_copy(model)
+    assert all(layer.compute_dtype == "float32" for layer in copy.layers[1:])
+    for a, b in zip(model.weights, copy.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    images = np.random.default_rng(1).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    # bfloat16 keeps 8 bits of mantissa: logits agree to about 1%, classes agree.
+    ours, reference = copy(images, training=False).numpy(), model(images, training=False).numpy()
+    np.testing.assert_allclose(ours, reference, rtol=0.05, atol=0.05)
+    assert (ours.argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_a_saved_model_with_fused_batchnorm_loads_back(tmp_path):
+    from mnist_tf.predict import load_keras
+
+    model = build_model(config.FAST.replace(mixed_precision="bfloat16"))
+    model.save(tmp_path / "m.keras")
+    loaded = load_keras(tmp_path / "m.keras")
+    images = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded(images, training=False).numpy(), model(images, training=False).numpy())
+    assert type(loaded.get_layer("stage1_block1_bn")).__name__ == "FusedBatchNormalization"

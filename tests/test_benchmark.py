@@ -1,0 +1,72 @@
+"""The benchmark's measuring functions, on tiny inputs: right quantities, no hangs."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from mnist_tf import benchmark, config, plots
+from mnist_tf.data import Source
+from mnist_tf.model import build_model
+
+
+def test_forward_flops_counts_convolutions_and_dense_layers():
+    # Seed network: conv 1->32 and 32->64 at 28x28 (3x3), dense 12,544->128, logits 128->10.
+    expected = 2 * (28 * 28 * 9 * 1 * 32 + 28 * 28 * 9 * 32 * 64 + 14 * 14 * 64 * 128 + 128 * 10)
+    assert benchmark.forward_flops(build_model(config.SEED)) == expected
+
+
+def test_training_throughput_measures_every_repeat():
+    settings = benchmark.Settings(throughput_images=256, repeats=2)
+    row = benchmark.training_throughput(config.FAST.replace(batch_size=32), settings)
+    assert len(row["repeats"]) == 2 and all(r > 0 for r in row["repeats"])
+    assert row["images_per_second"] == pytest.approx(float(np.median(row["repeats"])), rel=1e-3)
+    assert row["train_mflops_per_image"] == pytest.approx(3 * row["forward_mflops_per_image"], rel=1e-2)
+
+
+def test_throughput_cases_cover_two_batch_sizes_and_xla_on_and_off():
+    cases = benchmark.throughput_cases(benchmark.Settings(presets=("fast",)))
+    assert {(cfg.batch_size, cfg.jit) for _, cfg in cases} == {
+        (b, j) for b in (config.FAST.batch_size, 2 * config.FAST.batch_size) for j in (False, True)
+    }
+
+
+def test_a_failing_training_process_is_reported_not_waited_for(tmp_path):
+    # No archives and no data dir: the child fails at once with a UserError.
+    source = Source(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "no-such-folder")
+    result = benchmark.accuracy_run(config.FAST, tmp_path / "run", source, threads=1)
+    assert "error" in result and "manual dir" in result["error"]
+
+
+def is_png(path):
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 100
+
+
+@pytest.mark.slow
+def test_accuracy_run_times_test_accuracy_per_epoch_and_tables_show_it(tmp_path, real_source):
+    cfg = config.FAST.replace(train_examples=3000, validation_examples=500, epochs=2, batch_size=64, seed=3)
+    run = benchmark.accuracy_run(cfg, tmp_path / "run", real_source, threads=2)
+    assert "error" not in run, run
+    assert [p["epoch"] for p in run["curve"]] == [1, 2]
+    assert 0 < run["curve"][0]["seconds"] < run["curve"][1]["seconds"] <= run["fit_seconds"] + 1e-6
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run["test_accuracy"] == metrics["test_accuracy"]
+    assert run["peak_rss_mib"] > 100  # TensorFlow alone takes more
+    summary = benchmark.summarise_runs([run])
+    result = {"machine": benchmark.machine(), "threads": {"intra_op": 2, "inter_op": 1}, "accuracy": {"fast": summary}}
+    table = benchmark.tables(result)
+    assert f"{run['test_accuracy']:.2%}" in table and "fast median" in table
+    assert is_png(plots.time_to_accuracy(result["accuracy"], tmp_path / "tta.png"))
+
+
+@pytest.mark.slow
+def test_inference_speeds_cover_every_deployable_format(tmp_path, tiny_keras):
+    images = np.random.default_rng(0).integers(0, 256, (1100, 28, 28, 1), dtype=np.uint8)
+    rows = benchmark.inference_speeds(tiny_keras, tmp_path, images, benchmark.Settings(repeats=1, latency_images=5))
+    formats = [r["format"] for r in rows]
+    assert formats[:2] == ["keras (tf.function)", "savedmodel"]
+    assert {f.split()[-1] for f in formats[2:]} == {"float32", "dynamic_range", "float16", "int8"}
+    assert all(r["latency_ms_batch1"] > 0 and r["images_per_second_batch256"] > 0 for r in rows)
+    assert all((r["size_bytes"] or 0) > 0 for r in rows[2:])
