@@ -56,24 +56,35 @@ class Settings:
     latency_images: int = 300
 
 
-def set_threads(threads: int) -> dict[str, int]:
-    """Pins TensorFlow's thread pools; call before any TF op runs.
-
-    intra-op = `threads` (one op, e.g. a convolution, uses every core);
-    inter-op = 1: this network is a chain of layers, so running independent
-    ops side by side has nothing to win and oversubscribes the cores.
-    tf.data keeps its own pool (sized to the cores); the input pipeline is
-    light next to the training step.
-    """
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    return {"intra_op": threads, "inter_op": 1, "tf_data": os.cpu_count() or 1}
-
-
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+class StealMeter:
+    """Share of CPU time the hypervisor gave to other machines ("steal") meanwhile.
+
+    On a shared virtual machine this is why the same work can take twice as
+    long from one run to the next; every timed figure carries it. Reads
+    /proc/stat (Linux); elsewhere it reports None.
+    """
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        return fields[7], sum(fields)
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    def stop(self) -> float | None:
+        """Percent of all CPU time stolen since this meter was made."""
+        end = self._read()
+        if not (self.start and end and end[1] > self.start[1]):
+            return None
+        return round(100 * (end[0] - self.start[0]) / (end[1] - self.start[1]), 1)
 
 
 # --- peak -------------------------------------------------------------------
@@ -148,6 +159,7 @@ def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
     model.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)  # traces, compiles, warms up
     warmup_seconds = time.perf_counter() - start
     rates = []
+    steal = StealMeter()
     for _ in range(settings.repeats):
         start = time.perf_counter()
         model.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
@@ -156,6 +168,7 @@ def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
     return {
         "images_per_second": round(median(rates), 1),
         "repeats": [round(r, 1) for r in rates],
+        "steal_percent": steal.stop(),
         "warmup_seconds": round(warmup_seconds, 2),
         "forward_mflops_per_image": round(flops / 1e6, 2),
         "train_mflops_per_image": round(3 * flops / 1e6, 2),
@@ -205,8 +218,9 @@ def _train_child(cfg: Config, run_dir: str, source: Any, threads: int, queue: An
     import resource
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    set_threads(threads)
     from mnist_tf import data, evaluate, train
+
+    train.set_threads(threads)
 
     try:
         test = data.eval_pipeline(data.in_memory(data.load_split("test", source)))
@@ -232,7 +246,7 @@ def _train_child(cfg: Config, run_dir: str, source: Any, threads: int, queue: An
                 "run_dir": run_dir,
             }
         )
-    except Exception as e:  # Reported by the parent; a benchmark run should not hang on a child's error.
+    except Exception as e:  # noqa: BLE001  (reported by the parent, which must not wait forever)
         queue.put({"seed": cfg.seed, "error": f"{type(e).__name__}: {e}"})
 
 
@@ -241,6 +255,7 @@ def accuracy_run(cfg: Config, run_dir: Path, source: Any, threads: int) -> dict[
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=_train_child, args=(cfg, str(run_dir), source, threads, queue))
+    steal = StealMeter()
     child.start()
     while True:
         try:
@@ -251,7 +266,7 @@ def accuracy_run(cfg: Config, run_dir: Path, source: Any, threads: int) -> dict[
                 result = {"seed": cfg.seed, "error": f"the training process exited with status {child.exitcode}"}
                 break
     child.join()
-    return result
+    return {**result, "steal_percent": steal.stop()}
 
 
 def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -359,6 +374,8 @@ def run(
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Runs the chosen `parts` and returns everything measured (the JSON)."""
+    from mnist_tf.train import set_threads
+
     threads = set_threads(settings.threads)
     result: dict[str, Any] = {"machine": machine(), "threads": threads, "settings": dataclasses.asdict(settings)}
     if "peak" in parts or "throughput" in parts:
@@ -431,34 +448,40 @@ def tables(result: dict[str, Any]) -> str:
         p = result["peak_gflops"]
         out.append(f"\nMeasured matmul peak: float32 {p['float32']:.0f} GFLOP/s, bfloat16 {p['bfloat16']:.0f} GFLOP/s.")
     if "throughput" in result:
-        out.append("\n| preset | precision | batch | XLA | train img/s (median) | MFLOP/img (train) | of peak | warm-up s |")
-        out.append("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
+        out.append(
+            "\n| preset | precision | batch | XLA | train img/s (median) | repeats | MFLOP/img (train) | of peak "
+            "| warm-up s | CPU steal |"
+        )
+        out.append("| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |")
         for r in result["throughput"]:
             out.append(
                 f"| {r['preset']} | {r['precision']} | {r['batch_size']} | {'on' if r['jit'] else 'off'} | "
-                f"{r['images_per_second']:,.0f} | {r['train_mflops_per_image']:.1f} | {r['fraction_of_peak']:.1%} | "
-                f"{r['warmup_seconds']:.1f} |"
+                f"{r['images_per_second']:,.0f} | {', '.join(f'{x:,.0f}' for x in r['repeats'])} | "
+                f"{r['train_mflops_per_image']:.1f} | {r['fraction_of_peak']:.1%} | {r['warmup_seconds']:.1f} | "
+                f"{_pct(r.get('steal_percent'))} |"
             )
     if "accuracy" in result:
-        out.append("\n| preset | seed | test accuracy | fit s | img/s | s to 99.0% | s to 99.5% | peak RSS MiB |")
-        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        out.append(
+            "\n| preset | seed | test accuracy | fit s | img/s | s to 99.0% | s to 99.5% | peak RSS MiB | CPU steal |"
+        )
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, summary in result["accuracy"].items():
             for r in summary["runs"]:
                 if "error" in r:
-                    out.append(f"| {name} | {r['seed']} | failed: {r['error'][:60]} | | | | | |")
+                    out.append(f"| {name} | {r['seed']} | failed: {r['error'][:60]} | | | | | | |")
                     continue
                 to = r["seconds_to"]
                 out.append(
                     f"| {name} | {r['seed']} | {r['test_accuracy']:.2%} | {r['fit_seconds']:.1f} | "
                     f"{r['train_images_per_second']:,.0f} | {_secs(to['0.990'])} | {_secs(to['0.995'])} | "
-                    f"{r['peak_rss_mib']:,.0f} |"
+                    f"{r['peak_rss_mib']:,.0f} | {_pct(r.get('steal_percent'))} |"
                 )
             if "median_test_accuracy" in summary:
                 to = summary["median_seconds_to"]
                 out.append(
                     f"| **{name} median** | | **{summary['median_test_accuracy']:.2%}** | "
                     f"**{summary['median_fit_seconds']:.1f}** | {summary['median_train_images_per_second']:,.0f} | "
-                    f"{_secs(to['0.990'])} | {_secs(to['0.995'])} | {summary['max_peak_rss_mib']:,.0f} |"
+                    f"{_secs(to['0.990'])} | {_secs(to['0.995'])} | {summary['max_peak_rss_mib']:,.0f} | |"
                 )
     if "inference" in result:
         out.append("\n| format | batch-1 latency ms | batch-256 img/s | size KiB |")
@@ -473,3 +496,7 @@ def tables(result: dict[str, Any]) -> str:
 
 def _secs(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"

@@ -125,6 +125,7 @@ def train(
     run_dir = run_dir or Path("runs") / preset
     click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
     click.echo("config: " + json.dumps(cfg.to_dict()))
+    click.echo("threads: " + json.dumps(training.set_threads()))
     try:
         metrics = training.train_and_evaluate(
             cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy

@@ -119,7 +119,8 @@ def _validate(cfg: Config) -> None:
 
 
 # The seed sketch's recipe, bugs fixed: SGD lr 0.01 momentum 0.9, batch 64, 10 epochs,
-# no augmentation, no dropout, no schedule. Kept for comparison, not tuned.
+# no augmentation, no dropout, no schedule. Kept for comparison, not tuned; it
+# computes in bfloat16, a speed-up that leaves the recipe alone.
 SEED = Config(
     stages=((32, 64),),
     dense_units=(128,),
@@ -130,23 +131,39 @@ SEED = Config(
     schedule="constant",
     batch_size=64,
     epochs=10,
+    mixed_precision="bfloat16",
 )
 
-# Pools after every conv, so the 64-filter conv runs at 14x14 instead of 28x28:
-# about a quarter of the seed network's FLOPs. Minutes-scale quality in seconds.
+# Seconds-scale: three stages of one conv each (16, 32, 64 filters), so the
+# widest maps are the cheapest; a large batch and one-cycle schedule over two
+# epochs. Command: `mnist-tf train --preset fast` (about 20 s of fit on 2 cores).
 FAST = Config(
-    stages=((32,), (64,)),
+    stages=((16,), (32,), (64,)),
     dense_units=(128,),
+    dropout=0.25,
+    optimizer="adam",
+    learning_rate=8e-3,
+    schedule="onecycle",
+    batch_size=512,
+    epochs=2,
+    mixed_precision="bfloat16",
+)
+
+# Two Conv-BN-ReLU blocks per stage (32, 32 | 64, 64), Dense(256), dropout,
+# augmentation, Adam with a one-cycle schedule over 15 epochs, bfloat16.
+# Command: `mnist-tf train` (about 10 min on 2 cores; README, Performance).
+DEFAULT = Config(
+    stages=((32, 32), (64, 64)),
+    dense_units=(256,),
     dropout=0.25,
     optimizer="adam",
     learning_rate=3e-3,
     schedule="onecycle",
     batch_size=128,
-    epochs=2,
+    epochs=15,
+    augment=True,
+    mixed_precision="bfloat16",
 )
-
-# The seed architecture with a modern recipe (Adam, cosine decay, dropout).
-DEFAULT = Config()
 
 PRESETS: dict[str, Config] = {"default": DEFAULT, "fast": FAST, "seed": SEED}
 

@@ -125,7 +125,10 @@ def load_proba_fn(path: str | Path) -> ProbaFn:
 
     path = resolve_model_path(path)
     if path.suffix == ".keras":
-        model = load_keras(path)
+        from mnist_tf.model import float32_copy
+
+        # Inference is float32 everywhere, as in the exports; mixed precision only speeds up training.
+        model = float32_copy(load_keras(path))
         return lambda images: tf.nn.softmax(model(np.asarray(images, np.uint8), training=False)).numpy()
     if path.is_dir():
         return load_saved_model(path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
 import sys
 import time
@@ -64,6 +65,28 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = float(value)
         with atomic_path(self.path) as tmp:
             self.model.save(tmp)
+
+
+def set_threads(threads: int | None = None) -> dict[str, int]:
+    """Pins TensorFlow's thread pools; call before any TensorFlow op runs.
+
+    intra-op = `threads` (default: every core), so one op, e.g. a convolution,
+    uses all of them; inter-op = 1, because this network is a chain of layers
+    with little to run side by side, and a second pool would oversubscribe a
+    small CPU. tf.data keeps its own pool, one thread per core, for the input
+    pipeline. Returns what was set.
+    """
+    threads = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process (a notebook, a test): keep its pools.
+        pass
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1,
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1,
+        "tf_data": os.cpu_count() or 1,
+    }
 
 
 def gpu_available() -> bool:
@@ -260,6 +283,10 @@ def train_and_evaluate(
         "validation_examples": datasets.validation_examples,
         "jit_compile": resolve_jit(cfg, dist.num_replicas_in_sync),
         "device": "GPU" if gpu_available() else "CPU",
+        "threads": {  # 0 is TensorFlow's "one per core"
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
+        },
         **distribute.describe(dist),
         "workers": role.num_workers,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

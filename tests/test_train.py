@@ -22,7 +22,7 @@ def test_schedules_reach_their_peak_and_decay():
     assert rates[0] == pytest.approx(config.FAST.learning_rate / 25, rel=1e-3)
     assert rates[1] == pytest.approx(config.FAST.learning_rate, rel=1e-3)
     assert rates[3] < rates[2] < rates[1]
-    cosine = make_schedule(config.DEFAULT.replace(epochs=2), steps_per_epoch=50)
+    cosine = make_schedule(config.DEFAULT.replace(epochs=2, schedule="cosine"), steps_per_epoch=50)
     assert float(cosine(0)) == pytest.approx(config.DEFAULT.learning_rate) and float(cosine(100)) < 1e-6
     assert make_schedule(config.SEED, 100) == 0.01
     assert isinstance(make_optimizer(config.SEED, 100), keras.optimizers.SGD)
