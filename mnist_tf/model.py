@@ -1,11 +1,16 @@
 """The CNN, built from small functional-API blocks.
 
-The default network is the classic MNIST convnet the seed sketch meant:
+`build_model(cfg)` stacks stages of Conv-BN-ReLU blocks, each stage ending
+in a 2x2 max pool, then Dense-BN-ReLU blocks and the logits. The `seed`
+preset is the classic MNIST convnet the seed sketch meant:
 
     image uint8 [28,28,1] -> Rescaling(1/255)
     -> Conv(32)-BN-ReLU -> Conv(64)-BN-ReLU -> MaxPool 2x2      (28x28 -> 14x14)
     -> Flatten (14*14*64 = 12,544) -> Dense(128)-BN-ReLU -> Dropout
     -> Dense(10) = raw logits
+
+The `default` preset has two blocks per stage and two stages,
+Conv32-Conv32, pool, Conv64-Conv64, pool (7*7*64 = 3,136 features), Dense(256).
 
 The logits carry no BatchNorm or ReLU: a ReLU would clip every negative
 score to zero and BatchNorm would renormalise the scores the loss compares.
