@@ -45,7 +45,8 @@ def test_checkpoint_ignores_diverged_epochs_and_keeps_the_best(tmp_path):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, real_source):
     real_source
     run_dir = tmp_path / "run"
-    args = real_args(run_dir, "--train-examples", "5000", "--epochs", "6", "--batch-size", "64")
+    # Many epochs, so the run cannot finish on its own between the check and the signal.
+    args = real_args(run_dir, "--train-examples", "5000", "--epochs", "40", "--batch-size", "64")
     proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     history = run_dir / "history.csv"
     deadline = time.monotonic() + 240
@@ -53,9 +54,13 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, real_source):
         if history.is_file() and len(history.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (stdout[-1500:], stderr[-1500:])
     assert "Re-run the same command to resume" in stderr and "Traceback" not in stderr
     assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
     json.loads((run_dir / "config.json").read_text())
