@@ -47,7 +47,15 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, real_source):
     run_dir = tmp_path / "run"
     # Many epochs, so the run cannot finish on its own between the check and the signal.
     args = real_args(run_dir, "--train-examples", "5000", "--epochs", "40", "--batch-size", "64")
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python
+    # keeps an inherited SIG_IGN; restore the default so the child turns ^C into KeyboardInterrupt.
+    proc = subprocess.Popen(
+        cli(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     history = run_dir / "history.csv"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
