@@ -386,8 +386,13 @@ def run(
     source: Any,
     work_dir: Path,
     progress: Callable[[str], None] = print,
+    save: Callable[[dict[str, Any]], None] = lambda result: None,
 ) -> dict[str, Any]:
-    """Runs the chosen `parts` and returns everything measured (the JSON)."""
+    """Runs the chosen `parts` and returns everything measured (the JSON).
+
+    `save` receives the result so far after every measurement, so a long
+    benchmark that is stopped keeps what it had measured.
+    """
     from mnist_tf.train import set_threads
 
     threads = set_threads(settings.threads)
@@ -405,7 +410,8 @@ def run(
             peak = result["peak_gflops"]["bfloat16" if cfg.mixed_precision == "bfloat16" else "float32"]
             row["fraction_of_peak"] = round(row["images_per_second"] * row["train_mflops_per_image"] / 1e3 / peak, 4)
             rows.append(row)
-        result["throughput"] = rows
+            result["throughput"] = rows
+            save(result)
     if "accuracy" in parts:
         result["accuracy"] = {}
         for name in settings.presets:
@@ -416,7 +422,8 @@ def run(
                 run = accuracy_run(cfg, work_dir / "runs" / f"{name}-seed{seed}", source, settings.threads)
                 progress(f"  -> {_run_line(run)}")
                 runs.append(run)
-            result["accuracy"][name] = summarise_runs(runs)
+                result["accuracy"][name] = summarise_runs(runs)
+                save(result)
     if "inference" in parts:
         keras_path = _trained_model(result, work_dir, source, settings, progress)
         from mnist_tf import data, evaluate
@@ -425,6 +432,7 @@ def run(
         progress(f"inference: exporting and timing {keras_path}")
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
             result["inference"] = {"model": str(keras_path), "rows": inference_speeds(keras_path, Path(tmp), images, settings)}
+    save(result)
     return result
 
 

@@ -324,10 +324,15 @@ def benchmark_command(
         presets=presets or benchmark.Settings.presets, seeds=tuple(range(1, seeds + 1)), threads=threads
     )
     source = data.Source.from_options(data_dir, manual_dir)
-    result = benchmark.run(parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True))
-    write_json(out / "benchmark.json", result)
+
+    def save(result: dict) -> None:  # After every measurement: a stopped benchmark keeps what it measured.
+        write_json(out / "benchmark.json", result)
+        write_bytes(out / "benchmark.md", (benchmark.tables(result) + "\n").encode())
+
+    result = benchmark.run(
+        parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save
+    )
     table = benchmark.tables(result)
-    write_bytes(out / "benchmark.md", (table + "\n").encode())
     if "accuracy" in result:
         plots.time_to_accuracy(result["accuracy"], out / "time_to_accuracy.png")
     click.echo(table)

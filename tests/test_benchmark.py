@@ -70,3 +70,14 @@ def test_inference_speeds_cover_every_deployable_format(tmp_path, tiny_keras):
     assert {f.split()[-1] for f in formats[2:]} == {"float32", "dynamic_range", "float16", "int8"}
     assert all(r["latency_ms_batch1"] > 0 and r["images_per_second_batch256"] > 0 for r in rows)
     assert all((r["size_bytes"] or 0) > 0 for r in rows[2:])
+
+
+@pytest.mark.slow
+def test_run_saves_after_every_measurement(tmp_path):
+    saved = []
+    settings = benchmark.Settings(presets=("fast",), throughput_images=256, repeats=1)
+    result = benchmark.run(("throughput",), settings, None, tmp_path, progress=lambda m: None, save=lambda r: saved.append(json.dumps(r)))
+    rows_seen = [len(json.loads(s)["throughput"]) for s in saved]
+    assert rows_seen[:4] == [1, 2, 3, 4]  # a stopped benchmark keeps every finished row
+    assert json.loads(saved[-1]) == json.loads(json.dumps(result))
+    assert "bfloat16" in result["peak_gflops"] and "| fast |" in benchmark.tables(result)
