@@ -176,13 +176,16 @@ def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
 
 
 def throughput_cases(settings: Settings) -> list[tuple[str, Config]]:
-    """Each preset at its own batch size and at twice it, XLA off and on."""
+    """Each preset at its own batch size and at twice it, XLA off and on, and
+    once in float32 (its own batch size, no XLA) to show what bfloat16 gains."""
     cases = []
     for name in settings.presets:
         cfg = preset(name)
         for batch_size in (cfg.batch_size, 2 * cfg.batch_size):
             for jit in (False, True):
                 cases.append((name, cfg.replace(batch_size=batch_size, jit=jit)))
+        if cfg.mixed_precision != "off":
+            cases.append((name, cfg.replace(jit=False, mixed_precision="off")))
     return cases
 
 
@@ -320,14 +323,18 @@ def _time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray], repe
     return median(per_call)
 
 
-def inference_speeds(keras_path: Path, work_dir: Path, images: np.ndarray, settings: Settings) -> list[dict[str, Any]]:
-    """Batch-1 latency and batch-256 throughput of every deployable format."""
+def inference_speeds(
+    keras_path: Path, work_dir: Path, images: np.ndarray, settings: Settings, labels: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Batch-1 latency and batch-256 throughput of every deployable format, and
+    its accuracy on (`images`, `labels`) when labels are given."""
     import tensorflow as tf
 
     from mnist_tf import export
+    from mnist_tf.model import float32_copy
     from mnist_tf.predict import TFLiteRunner, load_keras, load_saved_model
 
-    model = load_keras(keras_path)
+    model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     serve = tf.function(lambda x: model(x, training=False))
     version_dir = export.export_saved_model(keras_path, work_dir, images[:8])
     runners: dict[str, Callable[[np.ndarray], Any]] = {
@@ -344,12 +351,17 @@ def inference_speeds(keras_path: Path, work_dir: Path, images: np.ndarray, setti
         latency = _time_calls(fn, singles, settings.repeats)
         batch = _time_calls(fn, big, settings.repeats)
         size = tflite[name.split()[-1]].stat().st_size if name.startswith("tflite") else None
+        accuracy = None
+        if labels is not None:
+            scores = np.concatenate([fn(images[i : i + 256]) for i in range(0, len(images), 256)])
+            accuracy = round(float((scores.argmax(-1) == labels).mean()), 5)
         rows.append(
             {
                 "format": name,
                 "latency_ms_batch1": round(latency * 1000, 3),
                 "images_per_second_batch256": round(256 / batch, 1),
                 "size_bytes": size,
+                "test_accuracy": accuracy,
             }
         )
     return rows
@@ -362,16 +374,19 @@ def machine() -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return {
         "cpu": cpu,
+        # The units that decide bfloat16 speed: AVX-512 BF16 dot products, AMX tiles.
+        "cpu_features": [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags],
         "cores": os.cpu_count(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
@@ -387,11 +402,13 @@ def run(
     work_dir: Path,
     progress: Callable[[str], None] = print,
     save: Callable[[dict[str, Any]], None] = lambda result: None,
+    model: Path | None = None,
 ) -> dict[str, Any]:
     """Runs the chosen `parts` and returns everything measured (the JSON).
 
     `save` receives the result so far after every measurement, so a long
-    benchmark that is stopped keeps what it had measured.
+    benchmark that is stopped keeps what it had measured. The inference part
+    times `model` (a `.keras` file), else a model trained by the accuracy part.
     """
     from mnist_tf.train import set_threads
 
@@ -425,13 +442,14 @@ def run(
                 result["accuracy"][name] = summarise_runs(runs)
                 save(result)
     if "inference" in parts:
-        keras_path = _trained_model(result, work_dir, source, settings, progress)
+        keras_path = model or _trained_model(result, work_dir, source, settings, progress)
         from mnist_tf import data, evaluate
 
-        images, _ = evaluate.dataset_arrays(data.eval_pipeline(data.in_memory(data.load_split("test", source))))
+        images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.in_memory(data.load_split("test", source))))
         progress(f"inference: exporting and timing {keras_path}")
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-            result["inference"] = {"model": str(keras_path), "rows": inference_speeds(keras_path, Path(tmp), images, settings)}
+            rows = inference_speeds(keras_path, Path(tmp), images, settings, labels)
+            result["inference"] = {"model": str(keras_path), "rows": rows}
     save(result)
     return result
 
@@ -446,10 +464,12 @@ def _run_line(run: dict[str, Any]) -> str:
 
 
 def _trained_model(result, work_dir, source, settings, progress) -> Path:
-    """The first `fast` run's model from the accuracy part, else a new `fast` run."""
-    for run in result.get("accuracy", {}).get("fast", {}).get("runs", []):
-        if "error" not in run:
-            return Path(run["run_dir"]) / "model.keras"
+    """The first model of the accuracy part (`default` first), else a new `fast` run."""
+    accuracy = result.get("accuracy", {})
+    for name in sorted(accuracy, key=lambda n: n != "default"):
+        for run in accuracy[name].get("runs", []):
+            if "error" not in run:
+                return Path(run["run_dir"]) / "model.keras"
     progress("inference: training the fast preset for a model to time")
     run = accuracy_run(preset("fast"), work_dir / "runs" / "fast-inference", source, settings.threads)
     if "error" in run:
@@ -463,7 +483,8 @@ def tables(result: dict[str, Any]) -> str:
     m = result["machine"]
     t = result["threads"]
     out.append(
-        f"Machine: {m['cpu']}, {m['cores']} cores, GPUs: {', '.join(m['gpus']) or 'none'}; "
+        f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'no AVX-512'}), {m['cores']} cores, "
+        f"GPUs: {', '.join(m['gpus']) or 'none'}; "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; threads intra-op {t['intra_op']}, inter-op {t['inter_op']}."
     )
     if "peak_gflops" in result:
@@ -506,12 +527,15 @@ def tables(result: dict[str, Any]) -> str:
                     f"{_secs(to['0.990'])} | {_secs(to['0.995'])} | {summary['max_peak_rss_mib']:,.0f} | |"
                 )
     if "inference" in result:
-        out.append("\n| format | batch-1 latency ms | batch-256 img/s | size KiB |")
-        out.append("| --- | ---: | ---: | ---: |")
+        out.append(f"\nModel: {result['inference']['model']}")
+        out.append("\n| format | batch-1 latency ms | batch-256 img/s | size KiB | test accuracy |")
+        out.append("| --- | ---: | ---: | ---: | ---: |")
         for r in result["inference"]["rows"]:
             size = f"{r['size_bytes'] / 1024:,.0f}" if r["size_bytes"] else ""
+            accuracy = "" if r.get("test_accuracy") is None else f"{r['test_accuracy']:.2%}"
             out.append(
-                f"| {r['format']} | {r['latency_ms_batch1']:.3f} | {r['images_per_second_batch256']:,.0f} | {size} |"
+                f"| {r['format']} | {r['latency_ms_batch1']:.3f} | {r['images_per_second_batch256']:,.0f} | {size} "
+                f"| {accuracy} |"
             )
     return "\n".join(out)
 

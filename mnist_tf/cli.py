@@ -293,6 +293,12 @@ def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -
 @click.option("--threads", type=click.IntRange(1), default=os.cpu_count() or 1, help="TF intra-op threads [all cores].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmark"), help="Folder for benchmark.json, benchmark.md and plots.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier benchmark in --out.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="Run dir or .keras file the inference part times [a model the accuracy part trains].",
+)
 @data_options
 @user_errors
 def benchmark_command(
@@ -302,6 +308,7 @@ def benchmark_command(
     threads: int,
     out: Path,
     overwrite: bool,
+    model_path: Path | None,
     data_dir: Path | None,
     manual_dir: Path | None,
 ) -> None:
@@ -313,6 +320,11 @@ def benchmark_command(
     """
     from mnist_tf import benchmark, data, plots
     from mnist_tf.io import write_bytes, write_json
+    from mnist_tf.predict import resolve_model_path
+
+    model = resolve_model_path(model_path) if model_path else None
+    if model is not None and model.suffix != ".keras":
+        raise UserError(f"{model_path} is not a Keras model: pass a run dir or a .keras file to --model")
 
     if (out / "benchmark.json").exists() and not overwrite:
         raise UserError(f"{out} holds an earlier benchmark: pass --overwrite to replace it, or choose another --out")
@@ -330,7 +342,7 @@ def benchmark_command(
         write_bytes(out / "benchmark.md", (benchmark.tables(result) + "\n").encode())
 
     result = benchmark.run(
-        parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save
+        parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save, model=model
     )
     table = benchmark.tables(result)
     if "accuracy" in result:

@@ -145,7 +145,7 @@ FAST = Config(
     learning_rate=8e-3,
     schedule="onecycle",
     batch_size=512,
-    epochs=2,
+    epochs=3,
     mixed_precision="bfloat16",
 )
 
@@ -160,7 +160,7 @@ DEFAULT = Config(
     learning_rate=3e-3,
     schedule="onecycle",
     batch_size=128,
-    epochs=15,
+    epochs=24,
     augment=True,
     mixed_precision="bfloat16",
 )

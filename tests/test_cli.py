@@ -233,3 +233,13 @@ def test_benchmark_refuses_to_overwrite_an_earlier_benchmark(tmp_path):
     (tmp_path / "benchmark.json").write_text("{}")
     assert_one_line_error(run("benchmark", "--out", tmp_path, "--part", "peak"), "--overwrite")
     assert (tmp_path / "benchmark.json").read_text() == "{}"
+
+
+def test_benchmark_model_must_be_a_keras_model(tmp_path):
+    saved_model = tmp_path / "1"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    result = run("benchmark", "--out", tmp_path / "bench", "--part", "inference", "--model", saved_model)
+    assert_one_line_error(result, "not a Keras model", "--model")
+    assert_one_line_error(run("benchmark", "--part", "inference", "--model", tmp_path / "none"), "does not exist")
+    assert not (tmp_path / "bench").exists()

@@ -7,12 +7,14 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from mnist_tf import config, export
 from mnist_tf.model import build_model
+from mnist_tf.predict import load_keras
 from mnist_tf import train as train_module
-from mnist_tf.train import BestCheckpoint
+from mnist_tf.train import LastGoodCheckpoint
 
 from conftest import REPO
 from test_cli import QUICK, assert_one_line_error, run, sha256
@@ -29,15 +31,20 @@ def test_nan_loss_stops_with_one_line_and_nonzero_exit(tmp_path, mock_mnist, mon
     assert not (run_dir / "model.keras").exists()  # nothing diverged was saved as a checkpoint
 
 
-def test_checkpoint_ignores_diverged_epochs_and_keeps_the_best(tmp_path):
+def test_checkpoint_keeps_the_last_epoch_with_a_finite_loss(tmp_path):
     path = tmp_path / "model.keras"
-    callback = BestCheckpoint(path, monitor="val_accuracy")
+    callback = LastGoodCheckpoint(path)
     callback.set_model(build_model(config.FAST))
+    logits = callback.model.layers[-1]
     callback.on_epoch_end(0, {"loss": 0.3, "val_accuracy": 0.90})
+    logits.kernel.assign(logits.kernel + 1.0)
+    callback.on_epoch_end(1, {"loss": 0.2, "val_accuracy": 0.85})  # lower validation score: still the newer model
+    saved = load_keras(path).layers[-1].kernel.numpy()
+    np.testing.assert_array_equal(saved, logits.kernel.numpy())
     good = sha256(path)
-    callback.on_epoch_end(1, {"loss": math.nan, "val_accuracy": 0.95})
-    callback.on_epoch_end(2, {"loss": 0.2, "val_accuracy": 0.85})
-    assert sha256(path) == good and callback.best == 0.90
+    logits.kernel.assign(logits.kernel * math.nan)
+    callback.on_epoch_end(2, {"loss": math.nan, "val_accuracy": 0.95})  # diverged: never saved
+    assert sha256(path) == good
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temporary files left
 
 
@@ -47,15 +54,14 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, real_source):
     run_dir = tmp_path / "run"
     # Many epochs, so the run cannot finish on its own between the check and the signal.
     args = real_args(run_dir, "--train-examples", "5000", "--epochs", "40", "--batch-size", "64")
-    # A shell without job control starts background jobs with SIGINT ignored, and Python
-    # keeps an inherited SIG_IGN; restore the default so the child turns ^C into KeyboardInterrupt.
-    proc = subprocess.Popen(
-        cli(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # A shell without job control starts background jobs with SIGINT ignored, and an ignored
+    # signal stays ignored across exec: handle it here while starting the child, so the child
+    # starts with the default and Python turns ^C into KeyboardInterrupt.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     history = run_dir / "history.csv"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
