@@ -11,7 +11,7 @@ EXPORT_DIR ?= export
 MANUAL_DIR ?= $(wildcard ../shared/datasets/mnist)
 MANUAL_FLAG := $(if $(MANUAL_DIR),--manual-dir $(MANUAL_DIR),)
 
-.PHONY: install train export test test-fast clean
+.PHONY: install train export test test-fast benchmark clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml
 train: install
 	$(BIN)/mnist-tf train --run-dir $(RUN_DIR) $(MANUAL_FLAG)
 	$(BIN)/mnist-tf export --model $(RUN_DIR) --out $(EXPORT_DIR) --tflite $(MANUAL_FLAG)
+
+# Every benchmark part, preset and 3 seeds (about 45 min on 2 cores); see README, Performance.
+benchmark: install
+	$(BIN)/mnist-tf benchmark --out runs/benchmark $(MANUAL_FLAG)
 
 test: install
 	$(BIN)/python -m pytest

@@ -135,8 +135,9 @@ SEED = Config(
 )
 
 # Seconds-scale: three stages of one conv each (16, 32, 64 filters), so the
-# widest maps are the cheapest; a large batch and one-cycle schedule over two
-# epochs. Command: `mnist-tf train --preset fast` (about 20 s of fit on 2 cores).
+# widest maps are the cheapest; a large batch and one-cycle schedule over three
+# epochs. Command: `mnist-tf train --preset fast`: 99.25% test accuracy after
+# about 12 s of fit on 2 cores (median of 3 seeds; README, Performance).
 FAST = Config(
     stages=((16,), (32,), (64,)),
     dense_units=(128,),
@@ -150,8 +151,9 @@ FAST = Config(
 )
 
 # Two Conv-BN-ReLU blocks per stage (32, 32 | 64, 64), Dense(256), dropout,
-# augmentation, Adam with a one-cycle schedule over 15 epochs, bfloat16.
-# Command: `mnist-tf train` (about 10 min on 2 cores; README, Performance).
+# augmentation, Adam with a one-cycle schedule over 24 epochs, bfloat16.
+# Command: `mnist-tf train`: 99.61% test accuracy after about 7 min of fit on
+# 2 cores (median of 3 seeds; README, Performance).
 DEFAULT = Config(
     stages=((32, 32), (64, 64)),
     dense_units=(256,),

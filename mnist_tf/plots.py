@@ -84,7 +84,7 @@ def misclassified(evaluation: Evaluation, images: np.ndarray, path: Path, limit:
 def tflite_report(rows: Sequence[dict], path: Path) -> Path:
     """Size vs accuracy vs batch-1 latency for each model variant."""
     names = [r["variant"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
     for ax, key, label in (
         (axes[0], "size_bytes", "size (KiB)"),
         (axes[1], "accuracy", "test accuracy (%)"),
@@ -96,7 +96,7 @@ def tflite_report(rows: Sequence[dict], path: Path) -> Path:
         if key == "accuracy":
             values = [v * 100 for v in values]
         bars = ax.bar(names, values, color="tab:blue")
-        ax.bar_label(bars, fmt="%.2f" if key != "size_bytes" else "%.0f", fontsize=8)
+        ax.bar_label(bars, fmt={"size_bytes": "%.0f", "accuracy": "%.2f"}.get(key, "%.3f"), fontsize=8)
         ax.set_title(label)
         ax.tick_params(axis="x", rotation=30)
         if key == "accuracy":
