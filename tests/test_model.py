@@ -133,7 +133,10 @@ def test_mixed_precision_computes_in_16_bits_and_keeps_weights_and_logits_float3
     images = rng.integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
     labels = rng.integers(0, 10, 32)
     before = model.get_layer("stage1_block1_conv").kernel.numpy().copy()
-    logs = compiled.train_on_batch(images, labels, return_dict=True)
+    # Dynamic loss scaling starts high and skips a step whose scaled float16 gradients
+    # overflow, halving the scale; a few steps always get through.
+    for _ in range(8):
+        logs = compiled.train_on_batch(images, labels, return_dict=True)
     assert np.isfinite(logs["loss"])
     assert not np.array_equal(model.get_layer("stage1_block1_conv").kernel.numpy(), before)
     assert model(images, training=False).dtype == "float32"
