@@ -316,7 +316,7 @@ def benchmark_command(
 
     Prints tables and writes OUT/benchmark.json, OUT/benchmark.md and
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
-    parts with three seeds take about 45 minutes on 2 CPU cores.
+    parts with three seeds take about 40 minutes on 2 CPU cores.
     """
     from mnist_tf import benchmark, data, plots
     from mnist_tf.io import write_bytes, write_json
