@@ -330,12 +330,12 @@ def inference_speeds(
     its accuracy on (`images`, `labels`) when labels are given."""
     import tensorflow as tf
 
-    from mnist_tf import export
+    from mnist_tf import evaluate, export
     from mnist_tf.model import float32_copy
     from mnist_tf.predict import TFLiteRunner, load_keras, load_saved_model
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
-    serve = tf.function(lambda x: model(x, training=False))
+    serve = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # probabilities, as the exports
     version_dir = export.export_saved_model(keras_path, work_dir, images[:8])
     runners: dict[str, Callable[[np.ndarray], Any]] = {
         "keras (tf.function)": lambda x: serve(tf.constant(x)).numpy(),
@@ -351,10 +351,7 @@ def inference_speeds(
         latency = _time_calls(fn, singles, settings.repeats)
         batch = _time_calls(fn, big, settings.repeats)
         size = tflite[name.split()[-1]].stat().st_size if name.startswith("tflite") else None
-        accuracy = None
-        if labels is not None:
-            scores = np.concatenate([fn(images[i : i + 256]) for i in range(0, len(images), 256)])
-            accuracy = round(float((scores.argmax(-1) == labels).mean()), 5)
+        accuracy = None if labels is None else round(evaluate.evaluate(fn, images, labels, batch_size=256).accuracy, 5)
         rows.append(
             {
                 "format": name,
@@ -374,17 +371,16 @@ def machine() -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    cpu, flags = platform.processor(), set()
+    cpuinfo: dict[str, str] = {}  # The first core's fields; every core reports the same.
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == platform.processor():
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+            key, _, value = line.partition(":")
+            cpuinfo.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    flags = set(cpuinfo.get("flags", "").split())
     return {
-        "cpu": cpu,
+        "cpu": cpuinfo.get("model name") or platform.processor(),
         # The units that decide bfloat16 speed: AVX-512 BF16 dot products, AMX tiles.
         "cpu_features": [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags],
         "cores": os.cpu_count(),
