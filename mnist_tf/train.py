@@ -146,12 +146,17 @@ def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, replica
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
-    """history.csv as columns; empty when there is none."""
+    """history.csv as columns; empty when there is none.
+
+    Keras' CSVLogger writes `val_*` columns of "NA" when there is no
+    validation data (`--validation-examples 0`); such columns are left out.
+    """
     if not Path(path).is_file():
         return {}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+    columns = [k for k in (rows[0] if rows else {}) if k != "epoch" and any(r[k] != "NA" for r in rows)]
+    return {k: [float(r[k]) if r[k] != "NA" else math.nan for r in rows] for k in columns}
 
 
 def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:

@@ -93,3 +93,19 @@ def test_deterministic_runs_with_the_same_seed_are_identical(tmp_path, real_sour
     assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
     for wa, wb in zip(weights_of(runs[0]), weights_of(runs[1])):
         assert np.array_equal(wa, wb)
+
+
+@pytest.mark.slow
+def test_training_without_a_validation_split_finishes_and_reports(tmp_path, real_source):
+    real_source
+    run_dir = tmp_path / "run"
+    args = real_args(run_dir, "--train-examples", "1000", "--epochs", "1")
+    args[args.index("--validation-examples") + 1] = "0"
+    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["validation_examples"] == 0 and metrics["test"]["examples"] == 10000
+    # Keras writes val_* columns of "NA" without validation data; they are left out, not a crash.
+    history = read_history(run_dir / "history.csv")
+    assert set(history) == {"accuracy", "loss"}
+    assert (run_dir / "learning_curves.png").stat().st_size > 0
