@@ -74,7 +74,7 @@ def main() -> None:
 @click.option("--seed", type=click.IntRange(0), help="Seed for weights, shuffling, dropout, augmentation [42].")
 @click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
 @click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
-@click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [5000].")
+@click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [preset's: default 0, fast and seed 5000].")
 @click.option(
     "--jit",
     type=click.Choice(["auto", "on", "off"]),

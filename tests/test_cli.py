@@ -94,7 +94,7 @@ def test_evaluate_writes_reports(finished_run, mock_mnist, tmp_path):
         (["--batch-size", "-4"], ["--batch-size"]),
         (["--preset", "huge"], ["huge", "default"]),
         (["--learning-rate", "0"], ["--learning-rate"]),
-        (["--train-examples", "59999"], ["train examples"]),
+        (["--train-examples", "60001"], ["train examples"]),
         (["--validation-examples", "60000"], ["--validation-examples", "60000"]),
         (["--seed", "-1"], ["--seed"]),
         # Conflicting options: 20,000 training examples cannot fit beside 50,000 held out.

@@ -27,7 +27,7 @@ def test_unknown_preset_names_the_known_ones():
         ({"optimizer": "rmsprop"}, "optimizer"),
         ({"stages": ()}, "stage"),
         ({"stages": ((32,),) * 5}, "at most 4"),
-        ({"train_examples": 59000}, "train examples"),
+        ({"train_examples": 60001}, "train examples"),
         ({"bn_momentum": 1.0}, "momentum"),
     ],
 )

@@ -13,8 +13,9 @@ from conftest import ARCHIVES, archives_present
 
 
 def test_split_names_hold_out_the_end_of_train():
-    assert data.split_names(config.DEFAULT) == ("train[:55000]", "train[55000:]")
-    assert data.split_names(config.DEFAULT.replace(train_examples=100)) == ("train[:100]", "train[55000:]")
+    assert data.split_names(config.FAST) == ("train[:55000]", "train[55000:]")
+    assert data.split_names(config.FAST.replace(train_examples=100)) == ("train[:100]", "train[55000:]")
+    assert data.split_names(config.DEFAULT) == ("train[:60000]", "train[60000:]")  # all 60,000, none held out
 
 
 def _labels(ds):
@@ -96,8 +97,10 @@ def test_truncated_archive_fails_the_checksum_with_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_real_splits_have_the_documented_sizes(real_source):
-    ds = data.make_datasets(config.DEFAULT, real_source)
+    ds = data.make_datasets(config.FAST, real_source)
     assert (ds.train_examples, ds.validation_examples) == (55000, 5000)
+    everything = data.make_datasets(config.DEFAULT, real_source)  # the default holds nothing out
+    assert (everything.train_examples, everything.validation_examples) == (60000, 0) and everything.validation is None
     images, labels = dataset_arrays(ds.test)
     assert images.dtype == np.uint8 and images.shape == (10000, 28, 28, 1) and images.max() == 255
     # TFDS reorders examples when it prepares them; the label counts must match the archive's.
