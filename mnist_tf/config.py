@@ -156,7 +156,9 @@ FAST = Config(
 # augmentation, AdamW (weight decay 0.05) with a one-cycle schedule over 24
 # epochs, bfloat16, trained on all 60,000 training images (no validation split:
 # the model is the last epoch, chosen by nothing; `--validation-examples 5000`
-# brings a held-out monitor back). Command: `mnist-tf train` (README, Performance).
+# brings a held-out monitor back). Command: `mnist-tf train`: 99.63% and 99.64%
+# test accuracy (medians of two runs of 3 seeds) after about 7.5 min of fit on
+# 2 cores (README, Performance, which also lists what was tried and dropped).
 DEFAULT = Config(
     stages=((32, 32), (64, 64)),
     dense_units=(256,),
