@@ -99,8 +99,7 @@ def test_deterministic_runs_with_the_same_seed_are_identical(tmp_path, real_sour
 def test_training_without_a_validation_split_finishes_and_reports(tmp_path, real_source):
     real_source
     run_dir = tmp_path / "run"
-    args = real_args(run_dir, "--train-examples", "1000", "--epochs", "1")
-    args[args.index("--validation-examples") + 1] = "0"
+    args = real_args(run_dir, "--train-examples", "1000", "--epochs", "1", "--validation-examples", "0")  # last one wins
     result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
