@@ -332,7 +332,7 @@ def inference_speeds(
 
     from mnist_tf import evaluate, export
     from mnist_tf.model import float32_copy
-    from mnist_tf.predict import TFLiteRunner, load_keras, load_saved_model
+    from mnist_tf.models import TFLiteRunner, load_keras, load_saved_model
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     serve = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # probabilities, as the exports

@@ -148,19 +148,33 @@ def train(
 @main.command(name="evaluate")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Run dir, .keras, SavedModel version folder or .tflite.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [MODEL's folder/evaluation].")
+@click.option(
+    "--person-made",
+    is_flag=True,
+    help="Also score the model on MNIST test digits re-made as people make pictures (paper, photo, pens, "
+    "colour, canvas), through predict's path and the SavedModel's serving_bytes signature.",
+)
+@click.option(
+    "--person-made-examples", type=click.IntRange(1, 10000), default=300, help="Test digits per person-made set."
+)
 @data_options
 @user_errors
-def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, manual_dir: Path | None) -> None:
-    """Evaluate a model on the 10,000 MNIST test images."""
-    from mnist_tf import data, evaluate, plots
+def evaluate_command(
+    model_path: Path,
+    out: Path | None,
+    person_made: bool,
+    person_made_examples: int,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+) -> None:
+    """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
+    from mnist_tf import data, evaluate, person_made as people, plots
     from mnist_tf.io import write_json
-    from mnist_tf.predict import load_proba_fn, resolve_model_path
+    from mnist_tf.models import load_proba_fn, resolve_model_path
 
     resolved = resolve_model_path(model_path)
     proba_fn = load_proba_fn(resolved)
-    images, labels = evaluate.dataset_arrays(
-        data.eval_pipeline(data.load_split("test", data.Source.from_options(data_dir, manual_dir)))
-    )
+    images, labels = data.arrays("test", data.Source.from_options(data_dir, manual_dir))
     result = evaluate.evaluate(proba_fn, images, labels)
     out = out or (resolved if resolved.is_dir() else resolved.parent) / "evaluation"
     try:
@@ -173,6 +187,14 @@ def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, 
     click.echo(evaluate.per_class_table(result))
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(labels):,} images")
     click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
+    if person_made:
+        count = person_made_examples
+        report = people.evaluate(
+            resolved, images[:count], labels[:count], out / "person_made", progress=lambda m: click.echo(m, err=True)
+        )
+        write_json(out / "person_made.json", report)
+        click.echo(people.table(report))
+        click.echo(f"wrote {out}/person_made.json and the pictures in {out}/person_made/sets")
 
 
 @main.command(name="export")
@@ -215,7 +237,7 @@ def export_command(
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
     from mnist_tf import data, evaluate, export
-    from mnist_tf.predict import load_proba_fn
+    from mnist_tf.models import load_proba_fn
 
     keras_path = export.resolve_keras_path(model_path)
     version = export.choose_version(out, version)  # Refuse a taken version before any work.
@@ -253,23 +275,38 @@ def export_command(
     help="Run dir, .keras, SavedModel version folder or .tflite.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@click.option(
+    "--show",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw each picture beside the 28x28 image the model saw, into this PNG.",
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
-def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -> None:
-    """Classify digit images (PNG, JPEG, ...): prints `file: digit (probability)`.
+def predict_command(model_path: Path, as_json: bool, show: Path | None, images: tuple[Path, ...]) -> None:
+    """Classify pictures of digits (PNG, JPEG, ...): prints `file: digit (probability)`.
 
-    Dark digits on a light background are inverted to MNIST's light-on-dark;
-    each image is padded to a square and resized to 28x28. Exits with status 1
-    when any file could not be classified; the others are still printed.
+    Any picture works: dark ink on paper or light on dark, a photo, a scan, a
+    transparent canvas, colour or grey. Each is put in MNIST's form first: the
+    digit is found, cropped, fitted to 20x20 and centred in 28x28 (see --show).
+    Exits with status 1 when any file could not be classified (unreadable, or
+    no digit in it); the others are still printed.
     """
-    from mnist_tf.predict import load_proba_fn, predict_files
+    from mnist_tf import predict
+    from mnist_tf.models import load_proba_fn
 
-    results = predict_files(load_proba_fn(model_path), images)
+    if show is not None and show.suffix.lower() != ".png":
+        raise UserError(f"--show {show} must name a .png file")
+    results = predict.predict_files(load_proba_fn(model_path), images)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
             click.echo(str(r), err=r.error is not None)
+    if show is not None:
+        try:
+            click.echo(f"wrote {predict.show(results, show)}", err=as_json)
+        except OSError as e:
+            raise UserError(f"cannot write {show} ({e.strerror}): pass a writable path to --show") from None
     if any(r.error is not None for r in results):
         sys.exit(1)
 
@@ -320,7 +357,7 @@ def benchmark_command(
     """
     from mnist_tf import benchmark, data, plots
     from mnist_tf.io import write_bytes, write_json
-    from mnist_tf.predict import resolve_model_path
+    from mnist_tf.models import resolve_model_path
 
     model = resolve_model_path(model_path) if model_path else None
     if model is not None and model.suffix != ".keras":

@@ -36,7 +36,7 @@ from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, write_json
 from mnist_tf.model import build_model
-from mnist_tf.predict import load_proba_fn
+from mnist_tf.models import load_proba_fn
 
 
 class TrainingDiverged(UserError):
