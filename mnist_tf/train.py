@@ -12,7 +12,7 @@ A run dir holds everything of one run:
 
 With `strategy="multi-worker"` only the chief writes the run dir; every other
 worker writes the same files to its own `distribute.worker_dir` and removes it
-when the run ends (README, "Scaling out").
+when the run ends (docs/distributed.md, "Who writes what").
 """
 
 from __future__ import annotations
