@@ -474,7 +474,7 @@ def _trained_model(result, work_dir, source, settings, progress) -> Path:
 
 
 def tables(result: dict[str, Any]) -> str:
-    """Markdown tables of `result`, as printed and pasted into the README."""
+    """Markdown tables of `result`, as printed and pasted into docs/performance.md."""
     out = []
     m = result["machine"]
     t = result["threads"]

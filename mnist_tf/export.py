@@ -1,6 +1,6 @@
 """Deployment formats: a versioned SavedModel for TF Serving, and TFLite variants.
 
-The export layout (see export/README.md):
+The export layout (see docs/deployment.md):
 
     OUT/saved_model/models.config             TF Serving model config (text format)
     OUT/saved_model/mnist/<N>/                one SavedModel per version, N = 1, 2, ...
@@ -52,7 +52,7 @@ BYTES_SIGNATURE = "serving_bytes"
 BYTES_INPUT_NAME = "image_bytes"
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Where models.config says the versions are: the path inside the tensorflow/serving
-# container when OUT/saved_model is mounted at /models (docs/deployment.md).
+# container when OUT/saved_model is mounted at /models (docs/deployment.md, "Serving with TF Serving").
 SERVING_BASE_PATH = f"/models/{MODEL_NAME}"
 TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
 
