@@ -262,7 +262,10 @@ def export_command(
     report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)
     export.write_report(report, out / "tflite")
     click.echo(export.report_table(report))
-    click.echo(f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/report.json, report.png")
+    click.echo(
+        f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/{export.PREPROCESS_FILE}, "
+        f"{out}/tflite/report.json, report.png"
+    )
     export.check_accuracy_gate(report)
 
 

@@ -266,13 +266,43 @@ def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.n
 def export_tflite(
     saved_model_dir: Path, out_dir: Path, calibration_images: np.ndarray, kinds: Sequence[str] = TFLITE_KINDS
 ) -> dict[str, Path]:
-    """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite; returns the paths."""
+    """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite, and the preprocessing as
+    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths."""
     paths = {}
     for kind in kinds:
         content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
         paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
         write_bytes(paths[kind], content)
+    write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing())
     return paths
+
+
+PREPROCESS_FILE = "mnist_preprocess.tflite"
+PREPROCESS_SIGNATURE = "preprocess"
+
+
+def convert_preprocessing() -> bytes:
+    """`mnist_tf.images.to_mnist_tensor` as a TFLite flatbuffer of built-in ops only.
+
+    Signature `preprocess`: `pixels` float32 [H,W,C] in [0,1] (C = 1, 2, 3 or 4) ->
+    `image` uint8 [28,28,1] and `blank` bool. A client that decodes a picture
+    itself (a phone app, LiteRT in Python) runs it before a classifier variant,
+    to get the same 28x28 input the SavedModel's `serving_bytes` makes.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="pixels")])
+    def preprocess(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        image, blank = images.to_mnist_tensor(pixels)
+        return {"image": image, "blank": blank}
+
+    module = tf.Module()
+    module.preprocess = preprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(module, tmp, signatures={PREPROCESS_SIGNATURE: preprocess})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[PREPROCESS_SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert()
 
 
 def batch1_latency_ms(runner: TFLiteRunner, images: np.ndarray) -> float:

@@ -62,12 +62,27 @@ def _tf():
     return tf
 
 
+# Everything below is written in ops that TFLite has built in (no resize_area, histogram or lstsq
+# kernels), so the same function also converts to a LiteRT model for clients without TensorFlow.
 _BINS = 1024  # Percentiles and Otsu's threshold read a histogram of this many bins over [0, 1]: O(pixels), no sort.
+
+
+def _as_image(x):
+    """[h,w] -> [1,h,w,1], the layout pooling and resizing take."""
+    tf = _tf()
+    return tf.expand_dims(tf.expand_dims(x, 0), -1)
+
+
+def _plane(image):
+    """[1,h,w,1] -> [h,w]."""
+    tf = _tf()
+    return tf.squeeze(image, [0, 3])
 
 
 def _histogram(values):
     tf = _tf()
-    return tf.cast(tf.histogram_fixed_width(values, [0.0, 1.0], nbins=_BINS), tf.float32)
+    bins = tf.clip_by_value(tf.cast(tf.floor(values * _BINS), tf.int32), 0, _BINS - 1)
+    return tf.math.unsorted_segment_sum(tf.ones_like(values), bins, _BINS)
 
 
 def _percentiles(values, qs):
@@ -75,7 +90,7 @@ def _percentiles(values, qs):
     tf = _tf()
     cumulative = tf.cumsum(_histogram(values))
     total = cumulative[-1]
-    return [tf.cast(tf.argmax(cumulative >= q * total), tf.float32) / _BINS for q in qs]
+    return [tf.cast(tf.argmax(tf.cast(cumulative >= q * total, tf.int32)), tf.float32) / _BINS for q in qs]
 
 
 def _otsu(values):
@@ -95,27 +110,57 @@ def _otsu(values):
 def _grey(pixels):
     """Float [H,W,C] in [0,1], C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> grey [H,W]."""
     tf = _tf()
-    channels = tf.shape(pixels)[-1]
-    grey = tf.cond(
-        channels >= 3,
-        lambda: tf.tensordot(pixels[..., :3], tf.constant([0.299, 0.587, 0.114]), axes=1),
-        lambda: pixels[..., 0],
-    )
-    alpha = tf.cond(tf.equal(channels % 2, 0), lambda: pixels[..., -1], lambda: tf.ones_like(grey))
+    channels = tf.shape(pixels)[2]
+    colour = tf.gather(pixels, tf.where(channels >= 3, tf.range(3), tf.zeros([3], tf.int32)), axis=2)
+    grey = tf.reduce_sum(colour * tf.constant([0.299, 0.587, 0.114]), axis=2)  # ITU-R 601 luma
+    alpha = tf.where(channels % 2 == 0, tf.gather(pixels, channels - 1, axis=2), tf.ones_like(grey))
     # Paper behind transparent pixels: white under dark ink, black under light ink.
     ink_luma = tf.reduce_sum(alpha * grey) / tf.maximum(tf.reduce_sum(alpha), 1e-6)
     paper = tf.where(ink_luma < 0.5, 1.0, 0.0)
     return alpha * grey + (1.0 - alpha) * paper
 
 
+def _shrink_to(image, side, pool):
+    """[1,h,w,1] halved by `pool` (avg or max, 2x2) until its longer side is at most `side`."""
+    tf = _tf()
+
+    def longer(x):
+        return tf.reduce_max(tf.shape(x)[1:3])
+
+    return tf.while_loop(
+        lambda x: longer(x) > side,
+        lambda x: (pool(x, 2, 2, "SAME"),),
+        (image,),
+        shape_invariants=(tf.TensorShape([1, None, None, 1]),),
+    )[0]
+
+
+def _resize(image, size):
+    """[1,h,w,1] -> [1,*size,1]: halved by averaging while more than twice too large, then bilinear."""
+    tf = _tf()
+    larger = tf.cast(tf.reduce_max(size), tf.int32) * 2
+    return tf.image.resize(_shrink_to(image, larger, tf.nn.avg_pool2d), size, method="bilinear")
+
+
 def _shrink(grey):
-    """[H,W] -> [h,w,1] with the longer side at most WORK_SIDE (area filter, never enlarged)."""
+    """[H,W] -> [1,h,w,1] with the longer side at most WORK_SIDE (never enlarged)."""
     tf = _tf()
     size = tf.shape(grey)
     scale = tf.minimum(1.0, WORK_SIDE / tf.cast(tf.reduce_max(size), tf.float32))
     target = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32))
-    image = grey[..., None]
-    return tf.cond(scale < 1.0, lambda: tf.image.resize(image, target, method="area"), lambda: image)
+    return _resize(_as_image(grey), target)
+
+
+def _solve(a, b):
+    """x with a x = b for a symmetric positive definite [n,n] `a` (Gauss-Jordan, unrolled; n is small)."""
+    tf = _tf()
+    n = a.shape[0]
+    m = tf.concat([a, b], axis=1)
+    for i in range(n):
+        row = m[i : i + 1] / m[i, i]
+        unit = tf.one_hot([i], n)[0][:, None]
+        m = m - m[:, i : i + 1] * row + unit * row
+    return m[:, n:]
 
 
 def _flatten_lighting(ink):
@@ -123,24 +168,22 @@ def _flatten_lighting(ink):
     tf = _tf()
     size = tf.shape(ink)
     h, w = size[0], size[1]
-    ys = tf.linspace(-1.0, 1.0, h)[:, None] * tf.ones([1, w])
-    xs = tf.ones([h, 1]) * tf.linspace(-1.0, 1.0, w)[None, :]
-    basis = tf.stack([tf.ones_like(ys), ys, xs, ys * xs, ys * ys, xs * xs], axis=-1)
-    flat = tf.reshape(ink, [-1])
+    ys = (tf.cast(tf.range(h), tf.float32) * 2.0 / tf.cast(tf.maximum(h - 1, 1), tf.float32) - 1.0)[:, None]
+    xs = (tf.cast(tf.range(w), tf.float32) * 2.0 / tf.cast(tf.maximum(w - 1, 1), tf.float32) - 1.0)[None, :]
+    ys, xs = ys * tf.ones_like(ink), xs * tf.ones_like(ink)
+    basis = tf.stack([tf.ones_like(ink), ys, xs, ys * xs, ys * ys, xs * xs], axis=2)
     # The fit reads every 4th pixel of every 4th row: the surface is smooth, the picture need not be.
     sample = tf.reshape(ink[::4, ::4], [-1])
     sample_basis = tf.reshape(basis[::4, ::4], [-1, 6])
-    paper = sample < _otsu(sample)
+    weights = tf.cast(sample < _otsu(sample), tf.float32)  # The paper's pixels.
+    # Least squares on the paper's pixels: (A^T W A + l I) c = A^T W b, a 6x6 system.
+    weighted = sample_basis * weights[:, None]
+    normal = tf.matmul(weighted, sample_basis, transpose_a=True) + 1e-3 * tf.eye(6)
+    coefficients = _solve(normal, tf.matmul(weighted, sample[:, None], transpose_a=True))
+    background = tf.reshape(tf.matmul(tf.reshape(basis, [-1, 6]), coefficients), size)
     # Too few paper pixels to fit a surface: the picture is mostly ink; take the median as the paper.
-    enough = tf.reduce_sum(tf.cast(paper, tf.int32)) >= 24
-
-    def fitted():
-        a = tf.boolean_mask(sample_basis, paper)
-        b = tf.boolean_mask(sample, paper)[:, None]
-        coefficients = tf.linalg.lstsq(a, b, l2_regularizer=1e-3)
-        return tf.reshape(tf.matmul(tf.reshape(basis, [-1, 6]), coefficients), size)
-
-    background = tf.cond(enough, fitted, lambda: tf.fill(size, _percentiles(flat, [0.5])[0]))
+    enough = tf.reduce_sum(weights) >= 24
+    background = tf.where(enough, background, _percentiles(tf.reshape(ink, [-1]), [0.5])[0] * tf.ones_like(ink))
     return tf.nn.relu(ink - background)
 
 
@@ -152,27 +195,25 @@ def _edge_bands(mask):
     covered_rows = tf.reduce_mean(tf.cast(mask, tf.float32), axis=1) >= 0.8
     covered_cols = tf.reduce_mean(tf.cast(mask, tf.float32), axis=0) >= 0.8
 
-    def run_lengths(covered):
+    def band(covered):
         n = tf.size(covered)
-        uncovered = tf.logical_not(covered)
-        first = tf.cast(tf.argmax(tf.cast(uncovered, tf.int32)), tf.int32)
-        last = tf.cast(tf.argmax(tf.cast(tf.reverse(uncovered, [0]), tf.int32)), tf.int32)
-        any_gap = tf.reduce_any(uncovered)
-        first, last = tf.where(any_gap, first, 0), tf.where(any_gap, last, 0)
+        gaps = tf.cast(tf.logical_not(covered), tf.int32)
+        any_gap = tf.reduce_max(gaps) > 0
+        first = tf.where(any_gap, tf.cast(tf.argmax(gaps), tf.int32), 0)
+        last = tf.where(any_gap, tf.cast(tf.argmax(tf.reverse(gaps, [0])), tf.int32), 0)
         index = tf.range(n)
         # Widen a band that exists by two pixels; a band absent stays absent.
-        band = ((index < first + 2) & (first > 0)) | ((index >= n - last - 2) & (last > 0))
-        return band
+        return ((index < first + 2) & (first > 0)) | ((index >= n - last - 2) & (last > 0))
 
-    return run_lengths(covered_rows)[:, None] | run_lengths(covered_cols)[None, :]
+    return band(covered_rows)[:, None] | band(covered_cols)[None, :]
 
 
 def _regions(mask):
     """Labels the 8-connected regions of a boolean [h,w] mask (0 = no ink) by propagating maxima."""
     tf = _tf()
     h, w = tf.shape(mask)[0], tf.shape(mask)[1]
-    initial = tf.where(mask, tf.reshape(tf.range(1, h * w + 1, dtype=tf.float32), [h, w]), 0.0)
-    keep = tf.cast(mask, tf.float32)[None, ..., None]
+    keep = _as_image(tf.cast(mask, tf.float32))
+    initial = keep * _as_image(tf.reshape(tf.cast(tf.range(1, h * w + 1), tf.float32), [h, w]))
 
     def step(labels, _):
         grown = labels
@@ -183,10 +224,10 @@ def _regions(mask):
     labels, _ = tf.while_loop(
         lambda labels, changed: changed,
         step,
-        (initial[None, ..., None], tf.constant(True)),
+        (initial, tf.constant(True)),
         maximum_iterations=(h * w) // _STEPS + 1,  # A region's longest path has at most h*w cells.
     )
-    return tf.cast(labels[0, ..., 0], tf.int32)
+    return tf.cast(_plane(labels), tf.int32)
 
 
 def _keep_mask(mask):
@@ -213,18 +254,17 @@ def _keep_mask(mask):
 
 
 def _ink(pixels):
-    """The ink of a picture, light on black, in [0,1] at working size [h,w,1], and whether there is any."""
+    """The ink of a picture, light on black, in [0,1] at working size [h,w], and whether there is any."""
     tf = _tf()
-    grey = _shrink(_grey(pixels))[..., 0]
+    grey = _plane(_shrink(_grey(pixels)))
     median = _percentiles(tf.reshape(grey, [-1]), [0.5])[0]
-    smoothed = tf.nn.avg_pool2d(grey[None, ..., None], 3, 1, "SAME")  # Extremes of strokes, not of single-pixel noise.
+    smoothed = tf.nn.avg_pool2d(_as_image(grey), 3, 1, "SAME")  # Extremes of strokes, not of single-pixel noise.
     low, high = tf.reduce_min(smoothed), tf.reduce_max(smoothed)
     ink = tf.where(median - low > high - median, 1.0 - grey, grey)  # Light paper: dark ink becomes light.
     ink = _flatten_lighting(ink)
     flat = tf.reshape(ink, [-1])
     median, spread = _percentiles(flat, [0.5, 0.75])
-    smoothed = tf.nn.avg_pool2d(ink[None, ..., None], 3, 1, "SAME")
-    peak = tf.reduce_max(smoothed)
+    peak = tf.reduce_max(tf.nn.avg_pool2d(_as_image(ink), 3, 1, "SAME"))
     has_ink = peak - median >= MIN_CONTRAST
     # The cut: Otsu's, but above the paper's noise (a few robust spreads) and below most of the ink.
     noise = median + 6.0 * (spread - median)
@@ -233,38 +273,38 @@ def _ink(pixels):
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
     # Regions on a coarse grid: a cell holds ink if any pixel in it does (strokes stay connected).
-    scale = tf.minimum(1.0, GRID_SIDE / tf.cast(tf.reduce_max(tf.shape(ink)), tf.float32))
-    grid_size = tf.maximum(1, tf.cast(tf.math.ceil(tf.cast(tf.shape(ink), tf.float32) * scale), tf.int32))
-    grid = tf.image.resize(tf.cast(mask, tf.float32)[..., None], grid_size, method="area")[..., 0] > 0
-    keep = tf.cast(_keep_mask(grid), tf.float32)
-    keep = tf.nn.max_pool2d(keep[None, ..., None], 3, 1, "SAME")  # One cell of margin for soft edges.
-    keep = tf.image.resize(keep, tf.shape(ink), method="nearest")[0]
-    strong = tf.boolean_mask(flat, tf.reshape(mask, [-1]))
-    full = tf.cond(tf.size(strong) > 0, lambda: _percentiles(strong, [0.9])[0], lambda: 1.0)
+    grid = _plane(_shrink_to(_as_image(tf.cast(mask, tf.float32)), GRID_SIDE, tf.nn.max_pool2d)) > 0
+    keep = _as_image(tf.cast(_keep_mask(grid), tf.float32))
+    keep = tf.nn.max_pool2d(keep, 3, 1, "SAME")  # One cell of margin for soft edges.
+    keep = _plane(tf.image.resize(keep, tf.shape(ink), method="nearest"))
+    # The ink's full strength: the 90th percentile of the pixels above the cut (the others count as 0,
+    # below every one of them, so it is the percentile 1 - 10% of their share of all pixels).
+    share = tf.reduce_mean(tf.cast(mask, tf.float32))
+    full = _percentiles(tf.reshape(tf.where(mask, ink, 0.0), [-1]), [1.0 - 0.1 * share])[0]
     soft = tf.clip_by_value((ink - 0.5 * cut) / tf.maximum(full - 0.5 * cut, 1e-3), 0.0, 1.0)
-    soft = soft[..., None] * keep * (1.0 - tf.cast(edges, tf.float32))[..., None]
-    has_ink = has_ink & (tf.reduce_max(soft) > 0.0)
-    return soft, has_ink
+    soft = soft * keep * (1.0 - tf.cast(edges, tf.float32))
+    return soft, has_ink & (tf.reduce_max(soft) > 0.0)
 
 
 def _fit(ink):
-    """[h,w,1] ink in [0,1] -> [28,28,1] float: bounding box to 20x20, centre of mass to MNIST's."""
+    """[h,w] ink in [0,1] -> [28,28] float: bounding box to 20x20, centre of mass to MNIST's."""
     tf = _tf()
-    present = ink[..., 0] > 0.05
-    rows = tf.where(tf.reduce_any(present, axis=1))[:, 0]
-    cols = tf.where(tf.reduce_any(present, axis=0))[:, 0]
-    top, left = tf.cast(rows[0], tf.int32), tf.cast(cols[0], tf.int32)
-    height, width = tf.cast(rows[-1], tf.int32) - top + 1, tf.cast(cols[-1], tf.int32) - left + 1
-    crop = ink[top : top + height, left : left + width]
+    present = tf.cast(ink > 0.05, tf.int32)
+    rows, cols = tf.reduce_max(present, axis=1), tf.reduce_max(present, axis=0)
+    top, left = tf.cast(tf.argmax(rows), tf.int32), tf.cast(tf.argmax(cols), tf.int32)
+    bottom = tf.size(rows) - tf.cast(tf.argmax(tf.reverse(rows, [0])), tf.int32)
+    right = tf.size(cols) - tf.cast(tf.argmax(tf.reverse(cols, [0])), tf.int32)
+    height, width = bottom - top, right - left
+    crop = tf.slice(ink, tf.stack([top, left]), tf.stack([height, width]))
     scale = BOX / tf.cast(tf.maximum(height, width), tf.float32)
     size = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32))
-    digit = tf.clip_by_value(tf.image.resize(crop, size, method="bilinear", antialias=True), 0.0, 1.0)
+    digit = tf.clip_by_value(_plane(_resize(_as_image(crop), size)), 0.0, 1.0)
     mass = tf.maximum(tf.reduce_sum(digit), 1e-6)
-    row_centre = tf.reduce_sum(digit[..., 0] * tf.range(size[0], dtype=tf.float32)[:, None]) / mass
-    col_centre = tf.reduce_sum(digit[..., 0] * tf.range(size[1], dtype=tf.float32)[None, :]) / mass
+    row_centre = tf.reduce_sum(digit * tf.cast(tf.range(size[0]), tf.float32)[:, None]) / mass
+    col_centre = tf.reduce_sum(digit * tf.cast(tf.range(size[1]), tf.float32)[None, :]) / mass
     y = tf.clip_by_value(tf.cast(tf.round(CENTRE[0] - row_centre), tf.int32), 0, IMAGE_SIZE - size[0])
     x = tf.clip_by_value(tf.cast(tf.round(CENTRE[1] - col_centre), tf.int32), 0, IMAGE_SIZE - size[1])
-    return tf.pad(digit, [[y, IMAGE_SIZE - size[0] - y], [x, IMAGE_SIZE - size[1] - x], [0, 0]])
+    return tf.pad(digit, tf.stack([tf.stack([y, IMAGE_SIZE - size[0] - y]), tf.stack([x, IMAGE_SIZE - size[1] - x])]))
 
 
 def to_mnist_tensor(pixels):
@@ -274,14 +314,18 @@ def to_mnist_tensor(pixels):
     """
     tf = _tf()
     pixels = tf.convert_to_tensor(pixels, tf.float32)
-    pixels = tf.where(tf.math.is_finite(pixels), tf.clip_by_value(pixels, 0.0, 1.0), 0.0)
+    finite = tf.abs(pixels) < float("inf")  # NaN and infinities count as black.
+    pixels = tf.where(finite, tf.clip_by_value(pixels, 0.0, 1.0), 0.0)
     ink, has_ink = _ink(pixels)
-    image = tf.cond(has_ink, lambda: _fit(ink), lambda: tf.zeros([IMAGE_SIZE, IMAGE_SIZE, 1]))
-    image = tf.ensure_shape(image, [IMAGE_SIZE, IMAGE_SIZE, 1])
+    image = tf.cond(has_ink, lambda: _fit(ink), lambda: tf.zeros([IMAGE_SIZE, IMAGE_SIZE]))
+    image = tf.reshape(image, [IMAGE_SIZE, IMAGE_SIZE, 1])
     return tf.cast(tf.round(image * 255.0), tf.uint8), tf.logical_not(has_ink)
 
 
 _eager_fn = None
+# Integer pixels scale to [0, 1] by these factors, as tf.image.convert_image_dtype scales them in the
+# SavedModel (a multiplication, not a division: the last bit of a float can differ between the two).
+_UNIT8, _UNIT16 = np.float32(1 / 255), np.float32(1 / 65535)
 
 
 def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
@@ -299,9 +343,9 @@ def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or 0 in array.shape:
         raise ValueError(f"expected pixels [H,W] or [H,W,C] with C in 1..4, got shape {array.shape}")
     if array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255
+        array = array.astype(np.float32) * _UNIT8
     elif array.dtype == np.uint16:
-        array = array.astype(np.float32) / 65535
+        array = array.astype(np.float32) * _UNIT16
     if _eager_fn is None:
         _eager_fn = tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
     image, blank = _eager_fn(tf.constant(array, tf.float32))
@@ -316,7 +360,7 @@ def pillow_pixels(image: Any) -> np.ndarray:
     their brightest to 1. Palette and other modes become RGB or RGBA.
     """
     if image.mode.startswith("I;16"):
-        return np.asarray(image, np.float32)[..., None] / 65535
+        return np.asarray(image, np.float32)[..., None] * _UNIT16
     if image.mode in ("I", "F"):
         pixels = np.asarray(image, np.float64)
         finite = np.isfinite(pixels)
@@ -326,7 +370,7 @@ def pillow_pixels(image: Any) -> np.ndarray:
     if image.mode not in ("L", "LA", "RGB", "RGBA"):
         transparent = image.mode in ("PA", "La") or "transparency" in image.info
         image = image.convert("RGBA" if transparent else ("L" if image.mode == "1" else "RGB"))
-    pixels = np.asarray(image, np.float32) / 255
+    pixels = np.asarray(image, np.float32) * _UNIT8
     return pixels if pixels.ndim == 3 else pixels[..., None]
 
 

@@ -147,3 +147,55 @@ def test_fuzz_serving_bytes_on_pictures_and_random_bytes(serving_bytes, pixels, 
     assert_mnist_input(out["image"][0], bool(out["blank"][0]))
     assert np.isfinite(out["probabilities"]).all() and out["probabilities"].sum() == pytest.approx(1, abs=1e-4)
     assert -1 <= out["class_id"][0] <= 9 and (out["class_id"][0] == -1) == out["blank"][0]
+
+
+@pytest.fixture(scope="module")
+def tflite_dir(tiny_saved_model, tmp_path_factory):
+    """The tiny model's int8 classifier and the preprocessing, as `mnist-tf export --tflite` writes them."""
+    from mnist_tf import export
+
+    out = tmp_path_factory.mktemp("tflite")
+    calibration = np.stack([to_mnist(d)[0] for d in drawn_digits()])
+    export.export_tflite(tiny_saved_model, out, calibration, kinds=("int8",))
+    return out
+
+
+def test_preprocessing_as_tflite_gives_the_28x28_that_to_mnist_gives(tflite_dir, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    preprocess = Interpreter(model_path=str(tflite_dir / "mnist_preprocess.tflite")).get_signature_runner("preprocess")
+    files = person_made.write_sets(np.stack(drawn_digits()), np.array([0, 1, 7]), tmp_path)
+    differences = []
+    for entries in files.values():
+        for path, _ in entries:
+            pixels = np.asarray(Image.open(path).convert("RGBA"), np.float32) / 255
+            out = preprocess(pixels=pixels)
+            expected, blank = to_mnist(pixels)
+            assert bool(out["blank"]) == blank and out["image"].shape == (28, 28, 1)
+            differences.append(np.abs(out["image"].astype(int) - expected.astype(int)).max())
+    # The same ops run by another runtime: a pixel may round one step apart, rarely a threshold flips.
+    assert np.mean(np.array(differences) <= 2) >= 0.9, differences
+    assert bool(preprocess(pixels=np.ones((30, 40, 3), np.float32))["blank"])
+
+
+def test_litert_reference_client_classifies_like_mnist_tf_predict(tflite_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from mnist_tf.models import TFLiteRunner
+
+    files = person_made.write_sets(np.stack(drawn_digits()), np.array([0, 1, 7]), tmp_path, kinds=("canvas",))
+    path = files["canvas"][1][0]
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 255).save(blank)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "litert_client.py"), str(tflite_dir), str(path), str(blank)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr  # one picture had no digit
+    lines = result.stdout.splitlines()
+    probabilities = TFLiteRunner((tflite_dir / "mnist_int8.tflite").read_bytes())(load_image(path)[None])[0]
+    assert lines == [f"{path}: {probabilities.argmax()} ({probabilities.max():.1%})", f"{blank}: error: no digit found"]
