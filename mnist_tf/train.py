@@ -35,7 +35,7 @@ from mnist_tf import data, distribute, evaluate, plots
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, write_json
-from mnist_tf.model import build_model
+from mnist_tf.model import build_model, standard_copy
 from mnist_tf.models import load_proba_fn
 
 
@@ -64,7 +64,7 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
         if not np.isfinite((logs or {}).get("loss", math.nan)):
             return
         with atomic_path(self.path) as tmp:
-            self.model.save(tmp)
+            standard_copy(self.model).save(tmp)
 
 
 def set_threads(threads: int | None = None) -> dict[str, int]:
