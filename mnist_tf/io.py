@@ -17,8 +17,8 @@ import os
 import re
 import signal
 import tempfile
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from mnist_tf.errors import UserError

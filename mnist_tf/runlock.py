@@ -14,8 +14,8 @@ import fcntl
 import os
 import signal
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from mnist_tf.errors import UserError
 
