@@ -106,5 +106,3 @@ def trim_history(path: Path, epochs: int) -> None:
     kept = "".join(lines[:1] + rows[:epochs])
     if kept != text:
         write_bytes(path, kept.encode(), "the training history")
-
-

@@ -204,8 +204,12 @@ def test_a_run_dir_in_use_is_refused_by_train_and_export_and_taken_over_once_its
     try:
         assert holder.stdout.readline() == b"held\n"
         assert runlock.holder(run_dir) == f"PID {holder.pid}"
-        assert_one_line_error(run("train", *QUICK, "--run-dir", run_dir), f"in use by another training (PID {holder.pid})")
-        assert_one_line_error(run("export", "--model", run_dir, "--out", tmp_path / "out"), "still training", "model.keras")
+        assert_one_line_error(
+            run("train", *QUICK, "--run-dir", run_dir), f"in use by another training (PID {holder.pid})"
+        )
+        assert_one_line_error(
+            run("export", "--model", run_dir, "--out", tmp_path / "out"), "still training", "model.keras"
+        )
         assert not (tmp_path / "out").exists()
     finally:
         holder.kill()  # SIGKILL: no clean-up of its own; the kernel drops the lock
@@ -312,9 +316,7 @@ def test_a_full_disk_while_preparing_mnist_is_one_line_and_the_rerun_prepares_it
 
 
 @pytest.mark.slow
-def test_a_full_disk_and_kills_at_each_export_write_leave_no_partial_version_or_file(
-    tmp_path, real_source, tiny_keras
-):
+def test_a_full_disk_and_kills_at_each_export_write_leave_no_partial_version_or_file(tmp_path, real_source, tiny_keras):
     import numpy as np
     import tensorflow as tf
 
