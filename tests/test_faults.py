@@ -211,6 +211,9 @@ def test_a_run_dir_in_use_is_refused_by_train_and_export_and_taken_over_once_its
             run("export", "--model", run_dir, "--out", tmp_path / "out"), "still training", "model.keras"
         )
         assert not (tmp_path / "out").exists()
+        evaluated = run("evaluate", "--model", run_dir, "--out", tmp_path / "report")  # reads the last whole model
+        assert evaluated.exit_code == 0, evaluated.output
+        assert f"note: {run_dir} is still training (PID {holder.pid})" in evaluated.stderr
     finally:
         holder.kill()  # SIGKILL: no clean-up of its own; the kernel drops the lock
         holder.wait()
