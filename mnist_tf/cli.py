@@ -117,7 +117,8 @@ def train(
     Re-running the same command after an interruption resumes the run.
     """
     # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
-    from mnist_tf import config, data, runlock, train as training
+    from mnist_tf import config, data, runlock
+    from mnist_tf import train as training
 
     jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
     cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)

@@ -71,7 +71,7 @@ class ResumeState(keras.callbacks.Callback):
             self.model.optimizer.build(self.model.trainable_variables)  # so its state has somewhere to go
         try:
             self.model.load_weights(self.path)
-        except Exception:  # h5py, zipfile and Keras each fail in their own way on a truncated file
+        except Exception:  # noqa: BLE001  (h5py, zipfile and Keras each fail their own way on a cut file)
             raise unreadable(self.path) from None
         self.model._initial_epoch = self.epoch  # As Keras' own BackupAndRestore resumes.
 
