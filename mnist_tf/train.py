@@ -56,14 +56,23 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
     truncated `model.keras`; here a reader sees the old file or the new one.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, save_at_start: bool = False):
         super().__init__()
         self.path = Path(path)
+        self.save_at_start = save_at_start
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # A resumed run starts from its resume state, which a stop between the two writes can leave
+        # newer than model.keras: save it, so model.keras is the state's epoch even if no epoch is left.
+        if self.save_at_start:
+            self.save()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         # A diverged model can still score: never let it replace a good checkpoint.
-        if not np.isfinite((logs or {}).get("loss", math.nan)):
-            return
+        if np.isfinite((logs or {}).get("loss", math.nan)):
+            self.save()
+
+    def save(self) -> None:
         with atomic_path(self.path, "the model") as tmp:
             self.model.save(tmp)
 
@@ -259,18 +268,18 @@ def _train_and_evaluate(
 
     history_path = run_dir / "history.csv"
     state = resume.ResumeState(run_dir / "backup")
+    epochs_before = state.epoch
+    resuming = state.path is not None
     # The history row first, then the state: a stop between the two leaves a row that the next
     # run drops (trim_history) and trains again, never a resumed epoch without its row.
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         HistoryLogger(str(history_path), append=True),
-        state,
-        LastGoodCheckpoint(run_dir / "model.keras"),
+        state,  # restores before LastGoodCheckpoint saves the restored model
+        LastGoodCheckpoint(run_dir / "model.keras", save_at_start=resuming),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         *extra_callbacks,
     ]
-    epochs_before = state.epoch
-    resuming = state.path is not None
     resume.trim_history(history_path, epochs_before)
     if resuming:
         print(f"Resuming the interrupted run in {run_dir} after epoch {epochs_before}", file=sys.stderr)

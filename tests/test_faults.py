@@ -245,6 +245,7 @@ def test_a_full_disk_and_kills_at_each_training_write_leave_a_run_that_resumes_a
     assert killed(result := run_child(args, fault="epoch-2.keras:kill")), result.stderr[-2000:]
     assert "after epoch 1" in result.stderr and latest_state(backup) == (backup / "epoch-1.keras", 1)
     assert hidden(run_dir) == [".lock"]  # the rerun cleared the earlier run's temporary
+    assert (run_dir / "model.keras").is_file()  # saved again from the resumed state
 
     # Killed mid-write of metrics.json, after training and evaluation.
     assert killed(result := run_child(args, fault="metrics.json:kill")), result.stderr[-2000:]
