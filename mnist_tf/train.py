@@ -178,7 +178,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
-    """Makes `run_dir` ready, its lock held (`runlock.hold`).
+    """Makes `run_dir` ready; call it holding the run dir's lock (`runlock.hold`).
 
     Refuses a finished run (unless `overwrite`), an unfinished run with a
     different config, and a folder that cannot be written, before any training.
@@ -193,8 +193,10 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
         raise UserError(f"{run_dir} holds a finished run: pass --overwrite to replace it, or choose another --run-dir")
     if is_run and overwrite:  # Everything but the lock this process holds.
         for path in run_dir.iterdir():
-            if path.name != runlock.LOCK_NAME:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.name != runlock.LOCK_NAME:
+                path.unlink()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
