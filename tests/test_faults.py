@@ -29,7 +29,7 @@ from mnist_tf.io import FAULT_ENV, DiskFull, disk_full_reason, write_bytes
 from mnist_tf.model import build_model
 from mnist_tf.predict import load_keras
 from mnist_tf.resume import latest_state, trim_history
-from mnist_tf.train import LastGoodCheckpoint
+from mnist_tf.train import HistoryLogger, LastGoodCheckpoint
 
 # 2 x 63 steps: about 96% test accuracy, in seconds.
 SHORT = ("--train-examples", "2000", "--epochs", "2", "--batch-size", "32")
@@ -167,6 +167,17 @@ def test_atomic_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path)
         write_bytes(path, b"0" * 10000, "the float32 TFLite model")
     assert str(caught.value).startswith(f"could not write the float32 TFLite model {path} (file too large): free")
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"] and path.read_bytes() == b"old"
+
+
+def test_a_full_disk_while_logging_history_names_history_csv(tmp_path):
+    path = tmp_path / "history.csv"
+    logger = HistoryLogger(str(path), append=True)
+    logger.set_model(build_model(config.FAST))
+    logger.on_train_begin()
+    with limited_file_size(64), pytest.raises(DiskFull) as caught:
+        logger.on_epoch_end(0, {"loss": 0.123456789, "accuracy": 0.987654321, "val_loss": 0.1, "val_accuracy": 0.9})
+        logger.on_epoch_end(1, {"loss": 0.123456789, "accuracy": 0.987654321, "val_loss": 0.1, "val_accuracy": 0.9})
+    assert str(caught.value).startswith(f"could not write the training history {path} (file too large)")
 
 
 def test_history_is_trimmed_to_the_resume_state(tmp_path):
