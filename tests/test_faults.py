@@ -189,7 +189,7 @@ def test_history_is_trimmed_to_the_resume_state(tmp_path):
     assert not path.exists()
 
 
-def test_an_unreadable_resume_state_is_one_line_with_the_way_out(tmp_path, mock_mnist):
+def test_an_unreadable_resume_state_is_one_line_with_the_way_out_and_an_earlier_whole_one_resumes(tmp_path, mock_mnist):
     run_dir = tmp_path / "run"
     assert run("train", *QUICK, "--run-dir", run_dir).exit_code == 0
     (run_dir / "metrics.json").unlink()  # as if stopped after its first epoch, the state half-written
@@ -206,6 +206,16 @@ def test_an_unreadable_resume_state_is_one_line_with_the_way_out(tmp_path, mock_
         result = run("train", *QUICK, "--run-dir", run_dir)
         assert_one_line_error(result, str(backup / state), "cannot be read", "--overwrite")
     assert run("train", *QUICK, "--run-dir", run_dir, "--overwrite").exit_code == 0
+
+    # A whole state in the earlier layout resumes.
+    (run_dir / "metrics.json").unlink()
+    backup.mkdir()
+    load_keras(run_dir / "model.keras").save_weights(backup / "latest.weights.h5")  # model and optimizer
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    result = run("train", *QUICK, "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "after epoch 1" in result.output and "Epoch 1/2" not in result.output
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_after_epoch"] == 1
 
 
 HOLD = "import sys\nfrom mnist_tf import runlock\nwith runlock.hold(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()"
