@@ -175,7 +175,8 @@ def test_unfinished_run_with_other_options_is_refused_not_mixed(tmp_path):
     before = sha256(run_dir / "config.json")
     result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--run-dir", run_dir)
     assert_one_line_error(result, "different config (epochs, learning_rate)", "same options to resume", "--overwrite")
-    assert sha256(run_dir / "config.json") == before and sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+    assert sha256(run_dir / "config.json") == before
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]  # the lock stays, released
 
 
 @pytest.mark.parametrize(
