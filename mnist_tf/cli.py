@@ -248,14 +248,19 @@ def export_command(
 @click.option(
     "--model",
     "model_path",
-    required=True,
     type=click.Path(path_type=Path),
     help="Run dir, .keras, SavedModel version folder or .tflite.",
+)
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Send the images to a server speaking TF Serving's REST API (mnist-tf serve or TF Serving), "
+    "e.g. http://127.0.0.1:8501, instead of loading --model.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
-def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -> None:
+def predict_command(model_path: Path | None, server: str | None, as_json: bool, images: tuple[Path, ...]) -> None:
     """Classify digit images (PNG, JPEG, ...): prints `file: digit (probability)`.
 
     Dark digits on a light background are inverted to MNIST's light-on-dark;
@@ -264,7 +269,14 @@ def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -
     """
     from mnist_tf.predict import load_proba_fn, predict_files
 
-    results = predict_files(load_proba_fn(model_path), images)
+    if (model_path is None) == (server is None):
+        raise CliError("pass either --model PATH or --server URL")
+    if server is not None:
+        from mnist_tf.serve.client import predict_files_on_server
+
+        results = predict_files_on_server(server, images)
+    else:
+        results = predict_files(load_proba_fn(model_path), images)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -272,6 +284,49 @@ def predict_command(model_path: Path, as_json: bool, images: tuple[Path, ...]) -
             click.echo(str(r), err=r.error is not None)
     if any(r.error is not None for r in results):
         sys.exit(1)
+
+
+@main.command(name="serve")
+@click.option(
+    "--model",
+    "model_base",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of numbered SavedModel versions, e.g. export/saved_model/mnist; the newest serves.",
+)
+@click.option("--host", default="127.0.0.1", help="Address to listen on; anything but loopback is reachable by others.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8501, help="Port (TF Serving's REST port; 0: any free one).")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=16 * 1024 * 1024, help="Largest request body.")
+@click.option("--max-instances", type=click.IntRange(1), default=256, help="Most instances (images) per request.")
+@click.option("--max-image-pixels", type=click.IntRange(1), default=16_000_000, help="Largest encoded image, in pixels.")
+@click.option("--poll-seconds", type=click.FloatRange(0), default=1.0, help="How often to look for a newer version (0: never).")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, help="Requests the model runs at once.")
+@user_errors
+def serve_command(
+    model_base: Path,
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_instances: int,
+    max_image_pixels: int,
+    poll_seconds: float,
+    threads: int,
+) -> None:
+    """Serve a model with TF Serving's REST API and a draw-a-digit page.
+
+    A development server: run TF Serving in production; the same clients work against both.
+    """
+    from mnist_tf.serve.limits import Limits
+    from mnist_tf.serve.server import is_loopback, serve
+
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: other machines can reach this server; it has no authentication", err=True)
+
+    def ready(url: str, version: int) -> None:
+        click.echo(f"serving {model_base} version {version} at {url}/v1/models/mnist, page at {url}/ (Ctrl-C stops)")
+
+    serve(model_base, host, port, Limits(max_body_bytes, max_instances, max_image_pixels), poll_seconds, threads, ready)
+    click.echo("stopped")
 
 
 @main.command(name="benchmark")
