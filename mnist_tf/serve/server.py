@@ -75,6 +75,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Stopped(Exception):
+    """SIGTERM, after uvicorn's graceful shutdown."""
+
+
+def _stop(*_: Any) -> None:
+    raise _Stopped
+
+
 def serve(
     base: Path,
     host: str = "127.0.0.1",
@@ -109,10 +117,12 @@ def serve(
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     ready(f"http://{shown}:{bound}", servable.version)
-    # uvicorn finishes in-flight requests on SIGTERM, then raises it again: exit 0 then, as on Ctrl-C.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn finishes the requests in flight on Ctrl-C or SIGTERM, then raises the signal again: return then.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         holder.stop()
