@@ -25,6 +25,7 @@ function clearPad() {
   cursor = { x: pad.width / 2, y: pad.height / 2 };
   asked++;
   showAnswer(null);
+  setState("idle");
   say("");
 }
 
@@ -57,7 +58,6 @@ function stroke(from, to) {
 pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
-  pad.focus({ preventScroll: true });
   drawing = point(event);
   stroke(drawing, drawing);
 });
@@ -107,7 +107,15 @@ function predictSoon() {
 
 function predictPad() {
   if (!inked) return;
-  pad.toBlob((blob) => blob && blob.arrayBuffer().then((bytes) => predict(bytes)), "image/png");
+  const ticket = ++asked; // now, so that answers to earlier strokes are dropped from here on
+  setState("reading");
+  pad.toBlob((blob) => blob && blob.arrayBuffer().then((bytes) => predict(bytes, ticket)), "image/png");
+}
+
+// "reading", "answered", "refused" or "idle": for people via the status line, for tests via data-state.
+function setState(state) {
+  document.body.dataset.state = state;
+  if (state === "reading") say("Reading…");
 }
 
 function base64(bytes) {
@@ -119,9 +127,8 @@ function base64(bytes) {
   return btoa(text);
 }
 
-async function predict(bytes) {
-  const mine = ++asked;
-  say("Reading…");
+async function predict(bytes, mine = ++asked) {
+  setState("reading");
   let answer;
   try {
     const response = await fetch(`${API}:predict`, {
@@ -132,10 +139,14 @@ async function predict(bytes) {
     answer = await response.json();
     if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
   } catch (error) {
-    if (mine === asked) say(`The server refused it: ${error.message}`, true);
+    if (mine === asked) {
+      setState("refused");
+      say(`The server refused it: ${error.message}`, true);
+    }
     return;
   }
   if (mine !== asked) return;
+  setState("answered");
   say("");
   showAnswer(answer.predictions[0]);
 }
@@ -164,18 +175,14 @@ function showAnswer(row) {
 }
 
 function showSeen(image) {
-  const seenCtx = seen.getContext("2d");
-  document.getElementById("seen-figure").hidden = false;
-  if (!image) {
-    seenCtx.fillStyle = "#000";
-    seenCtx.fillRect(0, 0, 28, 28);
-    return;
-  }
-  const pixels = seenCtx.createImageData(28, 28);
+  // Shown only where the model returns the image it read (an `image` output).
+  document.getElementById("seen-figure").hidden = !image;
+  if (!image) return;
+  const pixels = seen.getContext("2d").createImageData(28, 28);
   image.flat(2).forEach((v, i) => {
     pixels.data.set([v, v, v, 255], i * 4);
   });
-  seenCtx.putImageData(pixels, 0, 0);
+  seen.getContext("2d").putImageData(pixels, 0, 0);
 }
 
 async function useFile(file) {
@@ -184,6 +191,8 @@ async function useFile(file) {
     say(`${file.name || "That file"} is not an image: choose a PNG or JPEG of a digit.`, true);
     return;
   }
+  const ticket = ++asked;
+  setState("reading");
   const bytes = await file.arrayBuffer();
   try {
     const bitmap = await createImageBitmap(file);
@@ -197,7 +206,7 @@ async function useFile(file) {
     // The browser cannot show it; the server may still read it.
   }
   inked = false; // drawing on a photo starts afresh
-  predict(bytes);
+  predict(bytes, ticket);
 }
 
 document.getElementById("clear").addEventListener("click", clearPad);
