@@ -300,7 +300,13 @@ def predict_command(model_path: Path | None, server: str | None, as_json: bool, 
 @click.option("--max-instances", type=click.IntRange(1), default=256, help="Most instances (images) per request.")
 @click.option("--max-image-pixels", type=click.IntRange(1), default=16_000_000, help="Largest encoded image, in pixels.")
 @click.option("--poll-seconds", type=click.FloatRange(0), default=1.0, help="How often to look for a newer version (0: never).")
-@click.option("--threads", type=click.IntRange(1, 64), default=2, help="Requests the model runs at once.")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, help="Model calls that run at once.")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1),
+    default=32,
+    help="Most instances merged into one model call from requests that queue while the model is busy (1: no batching).",
+)
 @user_errors
 def serve_command(
     model_base: Path,
@@ -311,6 +317,7 @@ def serve_command(
     max_image_pixels: int,
     poll_seconds: float,
     threads: int,
+    max_batch_size: int,
 ) -> None:
     """Serve a model with TF Serving's REST API and a draw-a-digit page.
 
@@ -325,7 +332,8 @@ def serve_command(
     def ready(url: str, version: int) -> None:
         click.echo(f"serving {model_base} version {version} at {url}/v1/models/mnist, page at {url}/ (Ctrl-C stops)")
 
-    serve(model_base, host, port, Limits(max_body_bytes, max_instances, max_image_pixels), poll_seconds, threads, ready)
+    limits = Limits(max_body_bytes, max_instances, max_image_pixels)
+    serve(model_base, host, port, limits, poll_seconds, threads, max_batch_size, ready)
     click.echo("stopped")
 
 

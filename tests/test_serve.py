@@ -284,3 +284,63 @@ def test_picks_up_a_new_version_and_stops_cleanly_on_sigterm(tiny_saved_model, t
         code = server.stop(signal.SIGTERM)
     assert code == 0, server.log()
     assert "stopped" in "".join(server.stdout)
+
+
+def test_concurrent_requests_each_get_their_own_answer(client, server, reference):
+    """Requests that arrive together may run as one batch: each still gets its own answer or error."""
+    import asyncio
+
+    data = [png_bytes(digit_image(seed)) for seed in range(8)]
+    bodies = [{"signature_name": "serving_bytes", "instances": [b64(d if i % 3 else b"no image")]}
+              for i, d in enumerate(data)]
+
+    async def send_all():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            return await asyncio.gather(*(http.post(PREDICT, json=body) for body in bodies * 3))
+
+    responses = asyncio.run(send_all())
+    expected = reference("serving_bytes", image_bytes=np.array(data, object))
+    for i, response in enumerate(responses):
+        if i % len(data) % 3 == 0:
+            assert response.status_code == 400 and "Unknown image file format" in response.json()["error"]
+            continue
+        assert response.status_code == 200, response.text
+        row = response.json()["predictions"][0]
+        np.testing.assert_allclose(row["probabilities"], expected["probabilities"][i % len(data)], rtol=1e-4, atol=1e-6)
+    assert_serves(client)
+
+
+def test_batcher_merges_what_queues_and_isolates_a_bad_request(tiny_saved_model, reference):
+    """With one model thread busy, the requests that queue meanwhile run as one call; a bad one fails alone."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_tf.serve.batching import Batcher
+    from mnist_tf.serve.holder import load_servable
+    from mnist_tf.serve.rest import RestError
+
+    servable = load_servable(tiny_saved_model, 1)
+    calls = []
+
+    class Counting:  # the real servable, counting the batch size of each call
+        def run(self, signature, tensors):
+            calls.append(len(tensors["image_bytes"]))
+            return servable.run(signature, tensors)
+
+    data = [png_bytes(digit_image(seed)) for seed in range(6)]
+    inputs = [np.array([d], object) for d in data] + [np.array([b"no image"], object)]
+
+    async def send_all():
+        batcher = Batcher(ThreadPoolExecutor(1), workers=1, max_batch=32)
+        counting = Counting()
+        return await asyncio.gather(
+            *(batcher.run(counting, "serving_bytes", {"image_bytes": x}) for x in inputs), return_exceptions=True
+        )
+
+    results = asyncio.run(send_all())
+    assert calls[:2] == [1, 6]  # the first alone, the six queued behind it together (bad one included) ...
+    assert calls[2:] == [1] * 6  # ... which failed, so they ran again one by one
+    expected = reference("serving_bytes", image_bytes=np.array(data, object))
+    for i in range(6):
+        np.testing.assert_allclose(results[i]["probabilities"][0], expected["probabilities"][i], rtol=1e-4, atol=1e-6)
+    assert isinstance(results[6], RestError) and results[6].status == 400

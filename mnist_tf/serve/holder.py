@@ -3,13 +3,13 @@
 `ModelHolder` serves the highest version under a base folder
 (OUT/saved_model/mnist), polls the folder and switches to a newer version once
 it has loaded (the old one is then unloaded, TF Serving's default policy), and
-runs signatures in a thread pool so the event loop never waits on TensorFlow.
+runs signatures in a thread pool so the event loop never waits on TensorFlow,
+merging requests that queue meanwhile into one call (batching.py).
 Which signatures, inputs and outputs exist is read from each SavedModel.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -21,6 +21,7 @@ import numpy as np
 
 from mnist_tf.errors import UserError
 from mnist_tf.export import MODEL_NAME, versions
+from mnist_tf.serve.batching import Batcher
 from mnist_tf.serve.rest import RestError, invalid
 
 log = logging.getLogger("mnist_tf.serve")
@@ -99,11 +100,14 @@ def load_servable(path: Path, version: int) -> Servable:
 class ModelHolder:
     """The versions of one model: the newest loaded one serves, newer ones are picked up by polling."""
 
-    def __init__(self, base: Path, name: str = MODEL_NAME, poll_seconds: float = 1.0, threads: int = 2):
+    def __init__(
+        self, base: Path, name: str = MODEL_NAME, poll_seconds: float = 1.0, threads: int = 2, max_batch: int = 32
+    ):
         self.base = Path(base)
         self.name = name
         self.poll_seconds = poll_seconds
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
+        self.batcher = Batcher(self.pool, threads, max_batch)
         self.current: Servable | None = None
         self.states: dict[int, tuple[str, str]] = {}  # version -> (state, error message)
         self._stop = threading.Event()
@@ -179,8 +183,8 @@ class ModelHolder:
         }
 
     async def run(self, servable: Servable, signature: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs a signature in the thread pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, servable.run, signature, tensors)
+        """Runs a signature in the thread pool, off the event loop, batched with requests queued meanwhile."""
+        return await self.batcher.run(servable, signature, tensors)
 
 
 def metadata(servable: Servable, name: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ def latency_summary(latencies: Sequence[float], seconds: float) -> dict[str, flo
 
 
 async def _client(http: Any, url: str, body: bytes, deadline: float, latencies: list, failures: list) -> None:
+    """One client: one request at a time on its own connection until `deadline`."""
     import httpx
 
     while time.perf_counter() < deadline:
@@ -57,12 +58,17 @@ async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str
 
     latencies: list[float] = []
     failures: list[str] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+    # A client per connection, made before the clock starts: httpx's pool does work per request for every
+    # connection it holds, which at 32 connections costs more CPU than the server spends on a request.
+    https = [httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=1)) for _ in range(clients)]
+    try:
         start = time.perf_counter()
         deadline = start + seconds
-        await asyncio.gather(*(_client(http, url, body, deadline, latencies, failures) for _ in range(clients)))
+        await asyncio.gather(*(_client(http, url, body, deadline, latencies, failures) for http in https))
         elapsed = time.perf_counter() - start
+    finally:
+        for http in https:
+            await http.aclose()
     return {
         "clients": clients,
         "seconds": round(elapsed, 2),
@@ -95,6 +101,11 @@ def direct_calls(version_dir: Path, png: bytes, seconds: float) -> dict[str, Any
     return {"calls": len(latencies), **latency_summary(latencies, time.perf_counter() - start)}
 
 
+def _percent(end: float | None, start: float | None, seconds: float) -> float | None:
+    """CPU time between two readings as a percentage of one core over `seconds`."""
+    return None if end is None or start is None else round(100 * (end - start) / seconds, 1)
+
+
 def benchmark(
     version_dir: Path,
     png: bytes,
@@ -115,8 +126,11 @@ def benchmark(
         run_load(url, body, max(levels), min(3.0, seconds))  # warm-up, not reported
         for clients in levels:
             progress(f"serve: {clients} concurrent client(s) for {seconds:g} s")
-            steal = StealMeter()
-            rows.append({**run_load(url, body, clients, seconds), "steal_percent": steal.stop()})
+            steal, server_cpu, client_cpu = StealMeter(), server.cpu_seconds(), time.process_time()
+            row = run_load(url, body, clients, seconds)
+            row["server_cpu_percent"] = _percent(server.cpu_seconds(), server_cpu, row["seconds"])
+            row["client_cpu_percent"] = _percent(time.process_time(), client_cpu, row["seconds"])
+            rows.append({**row, "steal_percent": steal.stop()})
         peak = server.peak_rss_mib()
     finally:
         status = server.stop()
@@ -136,17 +150,22 @@ def table(result: dict[str, Any]) -> str:
     """The serve part as a Markdown table."""
     lines = [
         f"\nServer: {result['request']}; peak RSS {result['server_peak_rss_mib']} MiB.",
-        "\n| clients | requests/s | p50 ms | p99 ms | requests | errors | CPU steal |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "\n| clients | requests/s | p50 ms | p99 ms | requests | errors | server CPU | client CPU | CPU steal |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         steal = "n/a" if r.get("steal_percent") is None else f"{r['steal_percent']:.0f}%"
         lines.append(
             f"| {r['clients']} | {r['requests_per_second']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | "
-            f"{r['requests']:,} | {r['errors']} | {steal} |"
+            f"{r['requests']:,} | {r['errors']} | {_cpu(r.get('server_cpu_percent'))} | "
+            f"{_cpu(r.get('client_cpu_percent'))} | {steal} |"
         )
     d = result["direct"]
     lines.append(
-        f"| in-process, no HTTP | {d['requests_per_second']:,.0f} | {d['p50_ms']} | {d['p99_ms']} | {d['calls']:,} | | |"
+        f"| in-process, no HTTP | {d['requests_per_second']:,.0f} | {d['p50_ms']} | {d['p99_ms']} | {d['calls']:,} | | | | |"
     )
     return "\n".join(lines)
+
+
+def _cpu(percent: float | None) -> str:
+    return "n/a" if percent is None else f"{percent:.0f}%"

@@ -57,6 +57,16 @@ class ServerProcess:
         found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
         return int(found.group(1)) / 1024 if found else None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server has used so far (user + system, all threads); None without /proc."""
+        import os
+
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Signals the server, waits for it (kills it after `timeout` s) and returns its exit status."""
         if self.process.poll() is None:

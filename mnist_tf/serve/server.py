@@ -93,6 +93,7 @@ def serve(
     limits: Limits = Limits(),
     poll_seconds: float = 1.0,
     threads: int = 2,
+    max_batch: int = 32,
     ready: Callable[[str, int], None] = lambda url, version: None,
 ) -> None:
     """Serves the newest SavedModel version under `base` until Ctrl-C or SIGTERM.
@@ -106,7 +107,7 @@ def serve(
     from mnist_tf.serve.holder import ModelHolder
 
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
-    holder = ModelHolder(base, poll_seconds=poll_seconds, threads=threads)
+    holder = ModelHolder(base, poll_seconds=poll_seconds, threads=threads, max_batch=max_batch)
     servable = holder.start()
     sock = listen(host, port)
     bound = sock.getsockname()[1]
