@@ -342,8 +342,8 @@ def serve_command(
     "--part",
     "parts",
     multiple=True,
-    type=click.Choice(["peak", "throughput", "accuracy", "inference"]),
-    help="What to measure; repeat for several [all four].",
+    type=click.Choice(["peak", "throughput", "accuracy", "inference", "serve"]),
+    help="What to measure; repeat for several [all five].",
 )
 @click.option(
     "--preset",
@@ -354,13 +354,19 @@ def serve_command(
 )
 @click.option("--seeds", type=click.IntRange(1, 20), default=3, help="Training runs per preset (seeds 1..N).")
 @click.option("--threads", type=click.IntRange(1), default=os.cpu_count() or 1, help="TF intra-op threads [all cores].")
+@click.option(
+    "--serve-seconds",
+    type=click.FloatRange(1),
+    default=20.0,
+    help="serve part: seconds of load at each level of concurrent clients (1, 8, 32).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmark"), help="Folder for benchmark.json, benchmark.md and plots.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier benchmark in --out.")
 @click.option(
     "--model",
     "model_path",
     type=click.Path(path_type=Path),
-    help="Run dir or .keras file the inference part times [a model the accuracy part trains].",
+    help="Run dir or .keras file the inference and serve parts time [a model the accuracy part trains].",
 )
 @data_options
 @user_errors
@@ -369,13 +375,14 @@ def benchmark_command(
     presets: tuple[str, ...],
     seeds: int,
     threads: int,
+    serve_seconds: float,
     out: Path,
     overwrite: bool,
     model_path: Path | None,
     data_dir: Path | None,
     manual_dir: Path | None,
 ) -> None:
-    """Measure training speed, time to accuracy, inference speed and memory.
+    """Measure training speed, time to accuracy, inference speed, serving under load and memory.
 
     Prints tables and writes OUT/benchmark.json, OUT/benchmark.md and
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
@@ -396,7 +403,10 @@ def benchmark_command(
     except OSError as e:
         raise UserError(f"cannot create {out} ({e.strerror}): pass a writable --out") from None
     settings = benchmark.Settings(
-        presets=presets or benchmark.Settings.presets, seeds=tuple(range(1, seeds + 1)), threads=threads
+        presets=presets or benchmark.Settings.presets,
+        seeds=tuple(range(1, seeds + 1)),
+        threads=threads,
+        serve_seconds=serve_seconds,
     )
     source = data.Source.from_options(data_dir, manual_dir)
 
