@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 import signal
+import threading
 import time
 
 import httpx
@@ -280,9 +281,18 @@ def test_picks_up_a_new_version_and_stops_cleanly_on_sigterm(tiny_saved_model, t
             assert states == {"2": "AVAILABLE", "1": "END"}
             assert client.post("/v1/models/mnist/versions/2:predict", json={"instances": [PIXELS]}).status_code == 200
             assert client.post("/v1/models/mnist/versions/1:predict", json={"instances": [PIXELS]}).status_code == 404
+            # SIGTERM while a large request is in flight on this kept-alive connection: it is answered.
+            big = json.dumps({"instances": [PIXELS] * 256})
+            answer = {}
+            sender = threading.Thread(target=lambda: answer.update(r=client.post(PREDICT, content=big)))
+            sender.start()
+            time.sleep(0.2)
+            code = server.stop(signal.SIGTERM)
+            sender.join()
     finally:
         code = server.stop(signal.SIGTERM)
     assert code == 0, server.log()
+    assert answer["r"].status_code == 200 and len(answer["r"].json()["predictions"]) == 256
     assert "stopped" in "".join(server.stdout)
 
 

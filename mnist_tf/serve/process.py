@@ -45,7 +45,8 @@ class ServerProcess:
         raise RuntimeError(f"serve did not start within {timeout:.0f} s: {self.log()[-3000:]}")
 
     def log(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text()
 
     def peak_rss_mib(self) -> float | None:
@@ -68,7 +69,7 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        """Signals the server, waits for it (kills it after `timeout` s) and returns its exit status."""
+        """Signals the server, waits for it (kills it after `timeout` s) and returns its exit status; idempotent."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -76,7 +77,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.stdout += self.process.stdout.readlines()
-        self.process.stdout.close()
-        self._stderr.close()
+        if not self.process.stdout.closed:  # The first stop: collect what is left.
+            self.stdout += self.process.stdout.readlines()
+            self.process.stdout.close()
+            self._stderr.close()
         return self.process.returncode
