@@ -97,7 +97,7 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def create_app(holder: ModelHolder, limits: Limits = Limits()) -> Starlette:
+def create_app(holder: ModelHolder, limits: Limits | None = None) -> Starlette:
     """The ASGI app serving `holder`'s model; the holder must be started."""
     app = Starlette(
         routes=[
@@ -107,5 +107,5 @@ def create_app(holder: ModelHolder, limits: Limits = Limits()) -> Starlette:
         ]
     )
     app.state.holder = holder
-    app.state.limits = limits
+    app.state.limits = limits or Limits()
     return app

@@ -38,7 +38,7 @@ def run_batch(servable: Any, signature: str, requests: Sequence[Tensors]) -> lis
         merged = {name: np.concatenate([t[name] for t in requests]) for name in requests[0]}
         try:
             outputs = servable.run(signature, merged)
-        except Exception:  # One bad request fails the call: find which, below.
+        except Exception:  # noqa: BLE001  (one bad request fails the call: find which, below)
             outputs = None
         if outputs is not None and all(v.ndim and v.shape[0] == sum(sizes) for v in outputs.values()):
             bounds = np.cumsum(sizes)[:-1]
@@ -48,7 +48,7 @@ def run_batch(servable: Any, signature: str, requests: Sequence[Tensors]) -> lis
     for tensors in requests:
         try:
             results.append(servable.run(signature, tensors))
-        except Exception as e:  # Handed to that request's caller.
+        except Exception as e:  # noqa: BLE001  (handed to that request's caller)
             results.append(e)
     return results
 

@@ -92,7 +92,7 @@ def load_servable(path: Path, version: int) -> Servable:
     try:
         loaded = tf.saved_model.load(str(path))
         proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    except Exception as e:  # TF raises many types for a broken SavedModel.
+    except Exception as e:  # noqa: BLE001  (TF raises many types for a broken SavedModel)
         raise UserError(f"{path} is not a readable SavedModel ({type(e).__name__}): export it with mnist-tf export")
     return Servable(version, path, loaded, dict(proto.meta_graphs[0].signature_def))
 

@@ -20,7 +20,7 @@ class ServerProcess:
 
     def __init__(self, base: Path, *options: str, timeout: float = 120):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        self._stderr = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", delete=False)
+        self._stderr = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", delete=False)  # noqa: SIM115
         self.stderr_path = Path(self._stderr.name)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mnist_tf", "serve", "--model", str(base), "--port", "0", *options],
@@ -55,7 +55,7 @@ class ServerProcess:
             status = Path(f"/proc/{self.pid}/status").read_text()
         except OSError:
             return None
-        found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
         return int(found.group(1)) / 1024 if found else None
 
     def cpu_seconds(self) -> float | None:

@@ -14,7 +14,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,7 +42,7 @@ _MAX_DEBUG_CHARS = 256
 class RestError(Exception):
     """A request TF Serving would refuse: the HTTP status and the `error` message."""
 
-    CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED"}
+    CODES: ClassVar[dict[int, str]] = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED"}
 
     def __init__(self, status: int, message: str):
         super().__init__(message)

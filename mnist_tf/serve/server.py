@@ -90,7 +90,7 @@ def serve(
     base: Path,
     host: str = "127.0.0.1",
     port: int = 8501,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     poll_seconds: float = 1.0,
     threads: int = 2,
     max_batch: int = 32,
