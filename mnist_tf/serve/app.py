@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -24,6 +25,9 @@ from mnist_tf.serve.rest import RestError, invalid
 
 log = logging.getLogger("mnist_tf.serve")
 STATIC = Path(__file__).parent / "static"
+# Requests and answers larger than this are converted on a worker thread, not on the event loop.
+OFF_LOOP_BYTES = 64 * 1024
+OFF_LOOP_VALUES = 20_000
 PREDICT_PATH = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
 )
@@ -69,11 +73,16 @@ async def predict(request: Request, match: re.Match) -> Response:
             f"Expected {method.lower()} signature method_name to be tensorflow/serving/{method.lower()}. "
             "Was: tensorflow/serving/predict"
         )
-    tensors, row = rest.request_tensors(doc, specs)
+    if len(body) > OFF_LOOP_BYTES:  # Converting a large body takes long enough to hold up other requests' I/O.
+        tensors, row = await run_in_threadpool(rest.request_tensors, doc, specs)
+    else:
+        tensors, row = rest.request_tensors(doc, specs)
     check_instances(tensors, limits.max_instances)
     check_image_pixels(tensors, limits.max_image_pixels)
     servable.check_shapes(signature, tensors)
     outputs = await holder.run(servable, signature, tensors)
+    if sum(a.size for a in outputs.values()) > OFF_LOOP_VALUES:
+        return json_response(await run_in_threadpool(rest.response_json, outputs, row))
     return json_response(rest.response_json(outputs, row))
 
 
