@@ -8,6 +8,7 @@ to docs/serve_page.png. Skipped only where Chromium is not installed.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -58,7 +59,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    profile = Path(__import__("tempfile").mkdtemp(prefix="chromium-profile-"))
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={profile}", "--window-size=1100,860", "--force-device-scale-factor=1"):
