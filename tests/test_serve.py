@@ -216,8 +216,14 @@ def test_error_answers_like_tf_serving_then_serves(client, case):
 
 def test_every_request_is_logged_in_one_line(client, server):
     client.post(PREDICT, content=b"{")
-    lines = [line for line in server.log().splitlines() if '"POST /v1/models/mnist:predict HTTP/1.1" 400' in line]
-    assert lines and lines[-1].startswith("127.0.0.1 ") and lines[-1].endswith("ms")
+
+    def lines():
+        return [line for line in server.log().splitlines() if '"POST /v1/models/mnist:predict HTTP/1.1" 400' in line]
+
+    deadline = time.monotonic() + 10  # The line is written once the answer is sent, so it may come just after it.
+    while not lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines() and lines()[-1].startswith("127.0.0.1 ") and lines()[-1].endswith("ms")
 
 
 # --- predict --server -------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 class ServerProcess:
     """Starts `mnist-tf serve --model BASE --port 0 OPTIONS...` and waits for its address (`url`).
 
-    The server's stderr (access log included) goes to a file, read with `log()`.
+    The server's stderr (access log included) goes to a temporary file, read with `log()`, removed by `stop()`.
     """
 
     def __init__(self, base: Path, *options: str, timeout: float = 120):
@@ -45,8 +45,10 @@ class ServerProcess:
         raise RuntimeError(f"serve did not start within {timeout:.0f} s: {self.log()[-3000:]}")
 
     def log(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
+        """What the server wrote to stderr: its messages and the access log."""
+        if self._stderr.closed:  # Stopped: the file is gone, its text kept.
+            return self._log
+        self._stderr.flush()
         return self.stderr_path.read_text()
 
     def peak_rss_mib(self) -> float | None:
@@ -80,5 +82,7 @@ class ServerProcess:
         if not self.process.stdout.closed:  # The first stop: collect what is left.
             self.stdout += self.process.stdout.readlines()
             self.process.stdout.close()
+            self._log = self.log()
             self._stderr.close()
+            self.stderr_path.unlink(missing_ok=True)
         return self.process.returncode
