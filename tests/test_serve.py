@@ -18,12 +18,12 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from serve_helpers import model_base, png_bytes
 
 from mnist_tf.cli import main
 from mnist_tf.serve.process import ServerProcess
 from mnist_tf.serve.rest import format_float
 from mnist_tf.serve.server import is_loopback
-from tests.serve_helpers import model_base, png_bytes
 
 LIMITS = ("--max-instances", "4", "--max-body-bytes", "200000", "--max-image-pixels", "10000")
 

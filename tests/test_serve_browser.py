@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from serve_helpers import REPO, png_bytes
 
 from mnist_tf.serve.process import ServerProcess
-from tests.serve_helpers import REPO, png_bytes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
