@@ -25,7 +25,7 @@ train: install
 	$(BIN)/mnist-tf train --run-dir $(RUN_DIR) $(MANUAL_FLAG)
 	$(BIN)/mnist-tf export --model $(RUN_DIR) --out $(EXPORT_DIR) --tflite $(MANUAL_FLAG)
 
-# Every benchmark part, preset and 3 seeds (about 40 min on 2 cores); see README, Performance.
+# Every benchmark part, preset and 3 seeds (about 40 min on 2 cores); see docs/performance.md.
 benchmark: install
 	$(BIN)/mnist-tf benchmark --out runs/benchmark $(MANUAL_FLAG)
 

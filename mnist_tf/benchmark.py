@@ -335,7 +335,7 @@ def inference_speeds(
 
     from mnist_tf import evaluate, export
     from mnist_tf.model import float32_copy
-    from mnist_tf.predict import TFLiteRunner, load_keras, load_saved_model
+    from mnist_tf.models import TFLiteRunner, load_keras, load_saved_model
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     serve = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # probabilities, as the exports
@@ -493,7 +493,7 @@ def _trained_model(result, work_dir, source, settings, progress) -> Path:
 
 
 def tables(result: dict[str, Any]) -> str:
-    """Markdown tables of `result`, as printed and pasted into the README."""
+    """Markdown tables of `result`, as printed and pasted into docs/performance.md."""
     out = []
     m = result["machine"]
     t = result["threads"]

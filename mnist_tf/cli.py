@@ -10,8 +10,9 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -117,7 +118,8 @@ def train(
     Re-running the same command after an interruption resumes the run.
     """
     # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
-    from mnist_tf import config, data, train as training
+    from mnist_tf import config, data
+    from mnist_tf import train as training
 
     jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
     cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
@@ -148,19 +150,34 @@ def train(
 @main.command(name="evaluate")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Run dir, .keras, SavedModel version folder or .tflite.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [MODEL's folder/evaluation].")
+@click.option(
+    "--person-made",
+    is_flag=True,
+    help="Also score the model on MNIST test digits re-made as people make pictures (paper, photo, pens, "
+    "colour, canvas), through predict's path and the SavedModel's serving_bytes signature.",
+)
+@click.option(
+    "--person-made-examples", type=click.IntRange(1, 10000), default=300, help="Test digits per person-made set."
+)
 @data_options
 @user_errors
-def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, manual_dir: Path | None) -> None:
-    """Evaluate a model on the 10,000 MNIST test images."""
+def evaluate_command(
+    model_path: Path,
+    out: Path | None,
+    person_made: bool,
+    person_made_examples: int,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+) -> None:
+    """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
     from mnist_tf import data, evaluate, plots
+    from mnist_tf import person_made as people
     from mnist_tf.io import write_json
-    from mnist_tf.predict import load_proba_fn, resolve_model_path
+    from mnist_tf.models import load_proba_fn, resolve_model_path
 
     resolved = resolve_model_path(model_path)
     proba_fn = load_proba_fn(resolved)
-    images, labels = evaluate.dataset_arrays(
-        data.eval_pipeline(data.load_split("test", data.Source.from_options(data_dir, manual_dir)))
-    )
+    images, labels = data.arrays("test", data.Source.from_options(data_dir, manual_dir))
     result = evaluate.evaluate(proba_fn, images, labels)
     out = out or (resolved if resolved.is_dir() else resolved.parent) / "evaluation"
     try:
@@ -173,6 +190,14 @@ def evaluate_command(model_path: Path, out: Path | None, data_dir: Path | None, 
     click.echo(evaluate.per_class_table(result))
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(labels):,} images")
     click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
+    if person_made:
+        count = person_made_examples
+        report = people.evaluate(
+            resolved, images[:count], labels[:count], out / "person_made", progress=lambda m: click.echo(m, err=True)
+        )
+        write_json(out / "person_made.json", report)
+        click.echo(people.table(report))
+        click.echo(f"wrote {out}/person_made.json and the pictures in {out}/person_made/sets")
 
 
 @main.command(name="export")
@@ -215,7 +240,7 @@ def export_command(
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
     from mnist_tf import data, evaluate, export
-    from mnist_tf.predict import load_proba_fn
+    from mnist_tf.models import load_proba_fn
 
     keras_path = export.resolve_keras_path(model_path)
     version = export.choose_version(out, version)  # Refuse a taken version before any work.
@@ -240,7 +265,10 @@ def export_command(
     report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)
     export.write_report(report, out / "tflite")
     click.echo(export.report_table(report))
-    click.echo(f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/report.json, report.png")
+    click.echo(
+        f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/{export.PREPROCESS_FILE}, "
+        f"{out}/tflite/report.json, report.png"
+    )
     export.check_accuracy_gate(report)
 
 
@@ -258,83 +286,49 @@ def export_command(
     "e.g. http://127.0.0.1:8501, instead of loading --model.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@click.option(
+    "--show",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw each picture beside the 28x28 image the model saw, into this PNG.",
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
-def predict_command(model_path: Path | None, server: str | None, as_json: bool, images: tuple[Path, ...]) -> None:
-    """Classify digit images (PNG, JPEG, ...): prints `file: digit (probability)`.
+def predict_command(
+    model_path: Path | None, server: str | None, as_json: bool, show: Path | None, images: tuple[Path, ...]
+) -> None:
+    """Classify pictures of digits (PNG, JPEG, ...): prints `file: digit (probability)`.
 
-    Dark digits on a light background are inverted to MNIST's light-on-dark;
-    each image is padded to a square and resized to 28x28. Exits with status 1
-    when any file could not be classified; the others are still printed.
+    Any picture works: dark ink on paper or light on dark, a photo, a scan, a
+    transparent canvas, colour or grey. Each is put in MNIST's form first: the
+    digit is found, cropped, fitted to 20x20 and centred in 28x28 (see --show).
+    Exits with status 1 when any file could not be classified (unreadable, or
+    no digit in it); the others are still printed.
     """
-    from mnist_tf.predict import load_proba_fn, predict_files
+    from mnist_tf import predict
+    from mnist_tf.models import load_proba_fn
 
     if (model_path is None) == (server is None):
         raise CliError("pass either --model PATH or --server URL")
+    if show is not None and show.suffix.lower() != ".png":
+        raise UserError(f"--show {show} must name a .png file")
     if server is not None:
         from mnist_tf.serve.client import predict_files_on_server
 
         results = predict_files_on_server(server, images)
     else:
-        results = predict_files(load_proba_fn(model_path), images)
+        results = predict.predict_files(load_proba_fn(model_path), images)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
             click.echo(str(r), err=r.error is not None)
+    if show is not None:
+        try:
+            click.echo(f"wrote {predict.show(results, show)}", err=as_json)
+        except OSError as e:
+            raise UserError(f"cannot write {show} ({e.strerror}): pass a writable path to --show") from None
     if any(r.error is not None for r in results):
         sys.exit(1)
-
-
-@main.command(name="serve")
-@click.option(
-    "--model",
-    "model_base",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of numbered SavedModel versions, e.g. export/saved_model/mnist; the newest serves.",
-)
-@click.option("--host", default="127.0.0.1", help="Address to listen on; anything but loopback is reachable by others.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8501, help="Port (TF Serving's REST port; 0: any free one).")
-@click.option("--max-body-bytes", type=click.IntRange(1), default=16 * 1024 * 1024, help="Largest request body.")
-@click.option("--max-instances", type=click.IntRange(1), default=256, help="Most instances (images) per request.")
-@click.option("--max-image-pixels", type=click.IntRange(1), default=16_000_000, help="Largest encoded image, in pixels.")
-@click.option("--poll-seconds", type=click.FloatRange(0), default=1.0, help="How often to look for a newer version (0: never).")
-@click.option("--threads", type=click.IntRange(1, 64), default=2, help="Model calls that run at once.")
-@click.option(
-    "--max-batch-size",
-    type=click.IntRange(1),
-    default=32,
-    help="Most instances merged into one model call from requests that queue while the model is busy (1: no batching).",
-)
-@user_errors
-def serve_command(
-    model_base: Path,
-    host: str,
-    port: int,
-    max_body_bytes: int,
-    max_instances: int,
-    max_image_pixels: int,
-    poll_seconds: float,
-    threads: int,
-    max_batch_size: int,
-) -> None:
-    """Serve a model with TF Serving's REST API and a draw-a-digit page.
-
-    A development server: run TF Serving in production; the same clients work against both.
-    """
-    from mnist_tf.serve.limits import Limits
-    from mnist_tf.serve.server import is_loopback, serve
-
-    if not is_loopback(host):
-        click.echo(f"warning: listening on {host}: other machines can reach this server; it has no authentication", err=True)
-
-    def ready(url: str, version: int) -> None:
-        click.echo(f"serving {model_base} version {version} at {url}/v1/models/mnist, page at {url}/ (Ctrl-C stops)")
-
-    limits = Limits(max_body_bytes, max_instances, max_image_pixels)
-    serve(model_base, host, port, limits, poll_seconds, threads, max_batch_size, ready)
-    click.echo("stopped")
 
 
 @main.command(name="benchmark")
@@ -390,7 +384,7 @@ def benchmark_command(
     """
     from mnist_tf import benchmark, data, plots
     from mnist_tf.io import write_bytes, write_json
-    from mnist_tf.predict import resolve_model_path
+    from mnist_tf.models import resolve_model_path
 
     model = resolve_model_path(model_path) if model_path else None
     if model is not None and model.suffix != ".keras":

@@ -50,7 +50,7 @@ class Config:
 
     # Run.
     seed: int = 42
-    jit: bool | None = None  # None: on when a GPU is visible (see README).
+    jit: bool | None = None  # None: on when a GPU is visible (docs/performance.md).
     mixed_precision: str = "off"
     steps_per_execution: int = 1  # Training steps per call into the TF graph.
     deterministic: bool = False
@@ -118,11 +118,11 @@ def _validate(cfg: Config) -> None:
     check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
 
 
-# The seed sketch's recipe, bugs fixed: SGD lr 0.01 momentum 0.9, batch 64, 10 epochs,
-# no augmentation, no dropout, no schedule. Kept for comparison, not tuned; it
+# The classic MNIST convnet and its recipe, kept as a baseline: SGD lr 0.01 momentum 0.9,
+# batch 64, 10 epochs, no augmentation, no dropout, no schedule. It
 # computes in bfloat16, a speed-up that leaves the recipe alone. Command:
 # `mnist-tf train --preset seed`: 99.06% test accuracy after about 3 min of fit
-# on 2 cores (median of 3 seeds; README, Performance).
+# on 2 cores (median of 3 seeds; docs/performance.md).
 SEED = Config(
     stages=((32, 64),),
     dense_units=(128,),
@@ -139,7 +139,7 @@ SEED = Config(
 # Seconds-scale: three stages of one conv each (16, 32, 64 filters), so the
 # widest maps are the cheapest; a large batch and one-cycle schedule over three
 # epochs. Command: `mnist-tf train --preset fast`: 99.25% test accuracy after
-# about 12 s of fit on 2 cores (median of 3 seeds; README, Performance).
+# about 12 s of fit on 2 cores (median of 3 seeds; docs/performance.md).
 FAST = Config(
     stages=((16,), (32,), (64,)),
     dense_units=(128,),
@@ -158,7 +158,7 @@ FAST = Config(
 # the model is the last epoch, chosen by nothing; `--validation-examples 5000`
 # brings a held-out monitor back). Command: `mnist-tf train`: 99.63% and 99.64%
 # test accuracy (medians of two runs of 3 seeds) after about 7.5 min of fit on
-# 2 cores (README, Performance, which also lists what was tried and dropped).
+# 2 cores (docs/performance.md, which also lists what was tried and dropped).
 DEFAULT = Config(
     stages=((32, 32), (64, 64)),
     dense_units=(256,),

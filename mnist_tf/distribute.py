@@ -10,7 +10,7 @@
 `cfg.batch_size` is always the global batch: each step splits it over the
 replicas, so a run means the same maths whatever the strategy. The learning
 rate is not scaled with the number of replicas: it is the rate for the global
-batch (README, "Scaling out").
+batch (docs/distributed.md, "Batch size and learning rate").
 
 `Role` reads TF_CONFIG without TensorFlow, so a bad cluster spec is refused
 before the strategy is made. `make_strategy` must run before any other

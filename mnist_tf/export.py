@@ -1,6 +1,6 @@
 """Deployment formats: a versioned SavedModel for TF Serving, and TFLite variants.
 
-The export layout (see export/README.md):
+The export layout (see docs/deployment.md):
 
     OUT/saved_model/models.config             TF Serving model config (text format)
     OUT/saved_model/mnist/<N>/                one SavedModel per version, N = 1, 2, ...
@@ -13,7 +13,13 @@ Both SavedModel signatures return `probabilities` [N,10] float32, `class_id`
 [N] int64 and `logits` [N,10] float32:
 
     serving_default  image        uint8 [N,28,28,1], white digit on black, as in MNIST
-    serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP/WebP, up to 50 megapixels
+    serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP/WebP, up to 50 megapixels:
+                                  any picture of a digit, put in MNIST's form by
+                                  `mnist_tf.images.to_mnist_tensor` (the same function
+                                  `mnist-tf predict` runs); it also returns `image`
+                                  uint8 [N,28,28,1], what the model saw, and `blank`
+                                  bool [N], true where no digit was found (then
+                                  `class_id` is -1 and the probabilities are 0.1 each)
 
 Any other dtype or shape, and bytes that do not decode, fail with a
 `tf.errors.InvalidArgumentError` whose message names what was expected.
@@ -33,20 +39,20 @@ from typing import Any
 
 import numpy as np
 
-from mnist_tf import plots
+from mnist_tf import images, plots
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import Evaluation, evaluate_probabilities
 from mnist_tf.io import write_bytes, write_json
 from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, float32_copy
-from mnist_tf.predict import MAX_PIXELS, TFLiteRunner, load_keras, resolve_model_path
+from mnist_tf.models import SIGNATURE as DEFAULT_SIGNATURE
+from mnist_tf.models import TFLiteRunner, load_keras, resolve_model_path
 
 MODEL_NAME = "mnist"
-DEFAULT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
 BYTES_INPUT_NAME = "image_bytes"
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Where models.config says the versions are: the path inside the tensorflow/serving
-# container when OUT/saved_model is mounted at /models (docs/deployment.md).
+# container when OUT/saved_model is mounted at /models (docs/deployment.md, "Serving with TF Serving").
 SERVING_BASE_PATH = f"/models/{MODEL_NAME}"
 TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
 
@@ -72,19 +78,8 @@ def serving_archive(model: Any) -> Any:
             "logits": logits,
         }
 
-    def decode(encoded: tf.Tensor) -> tf.Tensor:
-        # TF decodes GIF, BMP and WebP only to 3 or 4 channels, so every format goes through RGB
-        # (alpha dropped) and the ITU-R 601 luma weights; GIFs give their first frame. Undecodable
-        # bytes fail here, as an InvalidArgumentError naming the formats TF reads.
-        rgb = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        pixels = tf.shape(rgb)[0] * tf.shape(rgb)[1]
-        too_large = tf.debugging.assert_less_equal(
-            pixels, MAX_PIXELS, message=f"image too large: the limit is {MAX_PIXELS:,} pixels; crop or shrink it"
-        )
-        with tf.control_dependencies([too_large]):  # Before the float copy, 4 bytes per channel.
-            grey = tf.tensordot(tf.cast(rgb, tf.float32), [0.299, 0.587, 0.114], axes=1)[..., None]
-        image = tf.image.resize(grey, IMAGE_SHAPE[:2], antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    def prepare(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return images.to_mnist_tensor(images.decode_bytes_tensor(encoded))
 
     @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
     def serve_pixels(image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -96,8 +91,21 @@ def serving_archive(model: Any) -> Any:
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)])
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         image_bytes = tf.ensure_shape(image_bytes, [None])
-        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
-        return outputs(images)
+        prepared, blank = tf.map_fn(
+            prepare,
+            image_bytes,
+            fn_output_signature=(tf.TensorSpec(IMAGE_SHAPE, tf.uint8), tf.TensorSpec([], tf.bool)),
+        )
+        result = outputs(prepared)
+        # A picture with no digit: class -1, even probabilities, zero logits (never NaN).
+        found = tf.logical_not(blank)
+        return {
+            "probabilities": tf.where(found[:, None], result["probabilities"], 1.0 / NUM_CLASSES),
+            "class_id": tf.where(found, result["class_id"], tf.constant(-1, tf.int64)),
+            "logits": tf.where(found[:, None], result["logits"], 0.0),
+            "image": prepared,
+            "blank": blank,
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -258,13 +266,43 @@ def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.n
 def export_tflite(
     saved_model_dir: Path, out_dir: Path, calibration_images: np.ndarray, kinds: Sequence[str] = TFLITE_KINDS
 ) -> dict[str, Path]:
-    """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite; returns the paths."""
+    """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite, and the preprocessing as
+    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths."""
     paths = {}
     for kind in kinds:
         content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
         paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
         write_bytes(paths[kind], content)
+    write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing())
     return paths
+
+
+PREPROCESS_FILE = "mnist_preprocess.tflite"
+PREPROCESS_SIGNATURE = "preprocess"
+
+
+def convert_preprocessing() -> bytes:
+    """`mnist_tf.images.to_mnist_tensor` as a TFLite flatbuffer of built-in ops only.
+
+    Signature `preprocess`: `pixels` float32 [H,W,C] in [0,1] (C = 1, 2, 3 or 4) ->
+    `image` uint8 [28,28,1] and `blank` bool. A client that decodes a picture
+    itself (a phone app, LiteRT in Python) runs it before a classifier variant,
+    to get the same 28x28 input the SavedModel's `serving_bytes` makes.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="pixels")])
+    def preprocess(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        image, blank = images.to_mnist_tensor(pixels)
+        return {"image": image, "blank": blank}
+
+    module = tf.Module()
+    module.preprocess = preprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(module, tmp, signatures={PREPROCESS_SIGNATURE: preprocess})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[PREPROCESS_SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert()
 
 
 def batch1_latency_ms(runner: TFLiteRunner, images: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 `build_model(cfg)` stacks stages of Conv-BN-ReLU blocks, each stage ending
 in a 2x2 max pool, then Dense-BN-ReLU blocks and the logits. The `seed`
-preset is the classic MNIST convnet the seed sketch meant:
+preset is the classic MNIST convnet, kept as a baseline:
 
     image uint8 [28,28,1] -> Rescaling(1/255)
     -> Conv(32)-BN-ReLU -> Conv(64)-BN-ReLU -> MaxPool 2x2      (28x28 -> 14x14)

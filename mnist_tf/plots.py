@@ -1,4 +1,4 @@
-"""PNG reports: learning curves, confusion matrix, worst mistakes, TFLite trade-offs.
+"""PNG reports: learning curves, confusion matrix, worst mistakes, TFLite trade-offs, what the model saw.
 
 Matplotlib runs headless (Agg) and every figure is written atomically.
 """
@@ -123,4 +123,33 @@ def time_to_accuracy(accuracy: dict[str, dict], path: Path) -> Path:
     ax.set_ylabel("test accuracy after the epoch (%)")
     ax.set_title("Time to accuracy, one line per seed")
     ax.legend()
+    return _save(fig, path)
+
+
+def what_the_model_saw(rows: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, str]], path: Path) -> Path:
+    """One row per picture: the picture as given, the 28x28 the model received, and the answer.
+
+    `rows` holds (title, picture [H,W] or [H,W,C] in [0,1] or None, model input [28,28(,1)] or None, answer).
+    """
+    fig, axes = plt.subplots(len(rows), 2, figsize=(5.2, 2.3 * len(rows)), squeeze=False)
+    for (title, picture, seen, answer), (left, right) in zip(rows, axes):
+        if picture is not None:
+            picture = np.asarray(picture, np.float32)
+            if picture.ndim == 3 and picture.shape[-1] in (2, 4):  # Transparency over a checkerboard.
+                h, w = picture.shape[:2]
+                board = 0.75 + 0.15 * (((np.arange(h)[:, None] // 8) + (np.arange(w)[None, :] // 8)) % 2)
+                alpha = picture[..., -1:]
+                picture = picture[..., :-1] * alpha + board[..., None] * (1 - alpha)
+            picture = picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1 else picture
+            left.imshow(picture, cmap="gray", vmin=0, vmax=1)
+        left.set_title(title if len(title) <= 28 else "..." + title[-25:], fontsize=8)
+        if seen is not None:
+            right.imshow(np.asarray(seen).reshape(28, 28), cmap="gray", vmin=0, vmax=255)
+        right.set_title(answer, fontsize=9)
+        for ax in (left, right):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_xlabel("given", fontsize=8)
+    axes[0, 1].set_xlabel("model input (28x28)", fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)

@@ -12,7 +12,7 @@ A run dir holds everything of one run:
 
 With `strategy="multi-worker"` only the chief writes the run dir; every other
 worker writes the same files to its own `distribute.worker_dir` and removes it
-when the run ends (README, "Scaling out").
+when the run ends (docs/distributed.md, "Who writes what").
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, write_json
 from mnist_tf.model import build_model
-from mnist_tf.predict import load_proba_fn
+from mnist_tf.models import load_proba_fn
 
 
 class TrainingDiverged(UserError):
@@ -50,7 +50,7 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
     last epoch's weights are the trained model. Choosing an epoch by
     validation accuracy instead chooses by noise: one of 5,000 validation
     images is 0.02 points, and in three seeds of the default preset that
-    choice cost 0.01-0.05 points of test accuracy (README, Performance).
+    choice cost 0.01-0.05 points of test accuracy (docs/performance.md).
     Keras' ModelCheckpoint writes in place, so a kill mid-save would leave a
     truncated `model.keras`; here a reader sees the old file or the new one.
     """
@@ -94,7 +94,7 @@ def gpu_available() -> bool:
 
 
 def resolve_jit(cfg: Config, replicas: int = 1) -> bool:
-    """XLA on GPU; off on CPU, where it measured slower (README, 'Why --jit is off on CPU').
+    """XLA on GPU; off on CPU, where it measured slower (docs/performance.md, 'Why --jit is off on CPU').
 
     Also off, unless forced, with several replicas: Keras' own "auto" turns XLA off under
     tf.distribute, where it is less tested; `--jit on` still forces it.

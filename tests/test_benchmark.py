@@ -63,7 +63,7 @@ def test_accuracy_run_times_test_accuracy_per_epoch_and_tables_show_it(tmp_path,
 
 @pytest.mark.slow
 def test_inference_speeds_cover_every_deployable_format(tmp_path, tiny_keras):
-    from mnist_tf.predict import load_proba_fn
+    from mnist_tf.models import load_proba_fn
 
     images = np.random.default_rng(0).integers(0, 256, (1100, 28, 28, 1), dtype=np.uint8)
     labels = load_proba_fn(tiny_keras)(images).argmax(-1)  # the Keras model's own answers

@@ -52,9 +52,24 @@ def test_augmentation_moves_pixels_but_keeps_dtype_labels_and_ink(mock_mnist):
     assert np.array_equal(plain_labels, moved_labels)
     changed = np.mean([not np.array_equal(a, b) for a, b in zip(plain_images.numpy(), moved_images.numpy())])
     assert changed > 0.5
-    # Small transforms keep most of the 8x8 square's ink in the frame.
+    # Small transforms keep most of the 8x8 square's ink in the frame; the widest pen makes it 12x12, zoomed 10%.
     ink = moved_images.numpy().astype(float).sum(axis=(1, 2, 3)) / (64 * 255)
-    assert np.all(ink > 0.5) and np.all(ink < 1.6)
+    assert np.all(ink > 0.5) and np.all(ink < (12 * 12 / 64) * 1.1**2 + 0.1)
+
+
+def test_stroke_width_redraws_each_image_with_one_pen_in_the_designed_shares():
+    square = np.zeros((2000, 28, 28, 1), np.float32)
+    square[:, 10:18, 10:18] = 255.0  # an 8x8 square: its ink area names the pen
+    layer = data.RandomStrokeWidth(seed=1)
+    out = layer(tf.constant(square), training=True).numpy()
+    sides = np.sqrt((out[..., 0] > 0).sum(axis=(1, 2)))
+    # 5x5 dilation: 12x12; 3x3: 10x10; 2x2 ("SAME", one side): 9x9; 2x2 erosion: 7x7; unchanged: 8x8.
+    shares = {side: float(np.mean(sides == side)) for side in (12, 10, 9, 7, 8)}
+    expected = {12: 0.10, 10: 0.25, 9: 0.10, 7: 0.10, 8: 0.45}
+    assert sum(shares.values()) == 1.0
+    for side, share in expected.items():
+        assert abs(shares[side] - share) < 0.04, shares
+    np.testing.assert_array_equal(layer(tf.constant(square), training=False).numpy(), square)
 
 
 def test_eval_pipeline_keeps_order(mock_mnist):

@@ -12,7 +12,7 @@ import pytest
 
 from mnist_tf import config, export
 from mnist_tf.model import build_model
-from mnist_tf.predict import load_keras
+from mnist_tf.models import load_keras
 from mnist_tf import train as train_module
 from mnist_tf.train import LastGoodCheckpoint
 

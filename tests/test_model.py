@@ -157,7 +157,7 @@ def test_float32_copy_keeps_the_weights_and_computes_in_float32():
 
 
 def test_a_saved_model_with_fused_batchnorm_loads_back(tmp_path):
-    from mnist_tf.predict import load_keras
+    from mnist_tf.models import load_keras
 
     model = build_model(config.FAST.replace(mixed_precision="bfloat16"))
     model.save(tmp_path / "m.keras")

@@ -25,7 +25,8 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
 from mnist_tf.errors import UserError
-from mnist_tf.predict import MAX_PIXELS, load_image, predict_files, to_mnist
+from mnist_tf.images import MAX_PIXELS, NO_DIGIT, load_image, to_mnist
+from mnist_tf.predict import predict_files
 
 
 def stroke_image(size: int = 28, ink: int = 255, paper: int = 0) -> np.ndarray:
@@ -45,21 +46,24 @@ def png_header_only(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
 
 
-def test_to_mnist_inverts_dark_digits_on_light_paper():
+def test_to_mnist_reads_dark_ink_on_paper_as_mnist_light_on_black():
     light_on_dark = stroke_image()
-    dark_on_light = 255 - light_on_dark
-    np.testing.assert_array_equal(to_mnist(dark_on_light)[..., 0], light_on_dark)
-    np.testing.assert_array_equal(to_mnist(light_on_dark)[..., 0], light_on_dark)
+    image, blank = to_mnist(255 - light_on_dark)
+    assert not blank and image.shape == (28, 28, 1) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, to_mnist(light_on_dark)[0])
+    assert image[14, 14, 0] == 255 and image[0, 0, 0] == 0  # the stroke is light, the paper black
 
 
-def test_to_mnist_pads_to_a_square_and_resizes_to_28():
-    tall = np.zeros((112, 56), np.uint8)
-    tall[:, 20:36] = 255  # A bar down the middle.
-    result = to_mnist(tall)[..., 0]
-    assert result.shape == (28, 28)
-    # Padded to 112x112 then shrunk 4x: the bar (16 wide) becomes 4 wide, centred, full height.
-    assert (result[:, 12:16] > 200).all()
-    assert (result[:, :9] == 0).all() and (result[:, 19:] == 0).all()
+def test_to_mnist_fits_the_digit_to_20_pixels_and_centres_it_by_its_mass():
+    canvas = np.full((600, 900), 250, np.uint8)  # white paper, the digit small and far off-centre
+    canvas[40:140, 700:720] = 10  # a bar, like a 1, 100 pixels tall
+    image = to_mnist(canvas)[0][..., 0]
+    rows, cols = np.nonzero(image > 0)
+    assert rows.max() - rows.min() + 1 == 20  # the box's longer side fills 20 pixels, as in MNIST
+    assert 3 <= cols.max() - cols.min() + 1 <= 6  # the aspect ratio is kept
+    mass = image.astype(float) / image.sum()
+    centre = ((mass.sum(1) * np.arange(28)).sum(), (mass.sum(0) * np.arange(28)).sum())
+    assert abs(centre[0] - 14) <= 0.5 and abs(centre[1] - 14) <= 0.5
 
 
 def test_load_image_reads_rgb_jpeg_and_transparent_png(tmp_path):
@@ -68,11 +72,12 @@ def test_load_image_reads_rgb_jpeg_and_transparent_png(tmp_path):
     rgba = np.zeros((56, 56, 4), np.uint8)
     rgba[..., 3] = 255 - digit  # Black ink, transparent elsewhere.
     Image.fromarray(rgba, "RGBA").save(tmp_path / "digit.png")
-    expected = to_mnist(digit)[..., 0].astype(int)
+    expected = to_mnist(digit)[0][..., 0].astype(int)
     for name in ("digit.jpg", "digit.png"):
         image = load_image(tmp_path / name)
         assert image.shape == (28, 28, 1) and image.dtype == np.uint8
-        assert np.abs(image[..., 0].astype(int) - expected).max() <= 12, name
+        assert np.abs(image[..., 0].astype(int) - expected).max() <= 40, name
+        assert (image[..., 0] > 127).sum() == pytest.approx((expected > 127).sum(), abs=6), name
 
 
 def test_load_image_refuses_a_huge_image_from_its_header(tmp_path):
@@ -107,18 +112,24 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
     Image.fromarray(stroke_image()).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_text("no image here")
     Image.fromarray(255 - stroke_image()).save(tmp_path / "c.png")
+    Image.fromarray(np.full((40, 60), 200, np.uint8)).save(tmp_path / "d.png")  # grey paper, no digit
 
     def brightest_column_fn(images):
         # A stand-in model: "digit" = the column of the brightest pixel, mod 10.
         column = images[..., 0].max(axis=1).argmax(axis=1) % 10
         return np.eye(10)[column]
 
-    results = predict_files(brightest_column_fn, [tmp_path / n for n in ("a.png", "b.png", "c.png")])
-    assert [r.file for r in results] == [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
-    assert [r.digit for r in results] == [12 % 10, None, 12 % 10]
+    names = ("a.png", "b.png", "c.png", "d.png")
+    results = predict_files(brightest_column_fn, [tmp_path / n for n in names])
+    assert [r.file for r in results] == [str(tmp_path / n) for n in names]
+    column = int(to_mnist(stroke_image())[0][..., 0].max(axis=0).argmax()) % 10
+    assert [r.digit for r in results] == [column, None, column, None]
     assert results[1].error.startswith("not an image") and results[0].error is None
-    assert str(results[0]) == f"{tmp_path / 'a.png'}: 2 (100.0%)"
+    assert results[3].error == NO_DIGIT
+    assert str(results[0]) == f"{tmp_path / 'a.png'}: {column} (100.0%)"
     assert str(results[1]).startswith(f"{tmp_path / 'b.png'}: error: not an image")
+    np.testing.assert_array_equal(results[0].image, to_mnist(stroke_image())[0])
+    assert "image" not in results[0].to_dict() and results[3].image is None
 
 
 # Slow tests: the session's trained model in every format, on real test digits.
@@ -130,7 +141,7 @@ def formats(trained_run, real_source, tmp_path_factory):
     PNGs of test digits that the Keras model classifies confidently."""
     from mnist_tf import data, evaluate, export
     from mnist_tf.io import write_bytes
-    from mnist_tf.predict import load_proba_fn
+    from mnist_tf.models import load_proba_fn
 
     images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test[:500]", real_source)))
     probabilities = load_proba_fn(trained_run)(images)
@@ -235,27 +246,28 @@ def test_load_image_scales_16_bit_images_instead_of_clipping_them(tmp_path):
     Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "digit16.png")  # 0..65535
     assert Image.open(tmp_path / "digit16.png").mode == "I;16"
     # Pillow's own conversion clips to 255: every paper pixel would become the same as ink.
-    np.testing.assert_array_equal(load_image(tmp_path / "digit16.png"), to_mnist(digit))
+    np.testing.assert_array_equal(load_image(tmp_path / "digit16.png"), to_mnist(digit.astype(np.uint16) * 257)[0])
     # 16-bit PGM opens as 32-bit "I", and float TIFF as "F": stretched from darkest to brightest.
     (tmp_path / "digit.pgm").write_bytes(b"P5\n56 56\n65535\n" + (digit.astype(">u2") * 257).tobytes())
     Image.fromarray(digit.astype(np.float32) / 255).save(tmp_path / "digit.tif")
-    stretched = np.round(digit * (255 / digit.max())).astype(np.uint8)  # 230 becomes 255; ink is already 0
+    stretched = digit / digit.max()  # 230 becomes 1.0; ink is already 0
     for name in ("digit.pgm", "digit.tif"):
         assert Image.open(tmp_path / name).mode in ("I", "F")
-        np.testing.assert_array_equal(load_image(tmp_path / name), to_mnist(stretched), err_msg=name)
+        np.testing.assert_array_equal(load_image(tmp_path / name), to_mnist(stretched)[0], err_msg=name)
 
 
 def test_load_image_takes_the_first_frame_of_an_animated_gif(tmp_path):
     digit = stroke_image(size=56)
     save_animated_gif(tmp_path / "anim.gif", digit, np.rot90(digit), np.zeros_like(digit))
     assert Image.open(tmp_path / "anim.gif").n_frames == 3
-    np.testing.assert_array_equal(load_image(tmp_path / "anim.gif"), to_mnist(digit))
+    np.testing.assert_array_equal(load_image(tmp_path / "anim.gif"), to_mnist(digit)[0])
 
 
-def test_load_image_reads_a_single_pixel_image(tmp_path):
-    Image.fromarray(np.array([[200]], np.uint8)).save(tmp_path / "dot.png")
-    # One light pixel counts as paper: inverted to 55, then stretched over 28x28.
-    assert (load_image(tmp_path / "dot.png") == 255 - 200).all()
+@pytest.mark.parametrize("pixels", [[[200]], [[0]], np.full((50, 70), 255), np.full((50, 70), 0)], ids=["dot", "black dot", "all ink", "all paper"])
+def test_load_image_says_no_digit_for_a_picture_without_one(tmp_path, pixels):
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(tmp_path / "plain.png")
+    with pytest.raises(UserError, match=f"^{re.escape(NO_DIGIT)}$"):
+        load_image(tmp_path / "plain.png")
 
 
 def test_load_image_refuses_a_decodable_10000_by_10000_image_without_decoding_it(tmp_path):
@@ -299,7 +311,7 @@ def odd_image(path: Path, kind: str) -> None:
 
 ODD_IMAGES = [
     ("empty", ".png", "empty file: pass a PNG or JPEG of a digit"),
-    ("1x1", ".png", None),
+    ("1x1", ".png", NO_DIGIT),
     ("16-bit", ".png", None),
     ("animated", ".gif", None),
     ("10000x10000", ".png", "image too large (10000x10000 pixels): the limit is 50 megapixels; crop or shrink"),
@@ -363,8 +375,10 @@ def test_fuzz_load_image_on_random_arrays_in_every_format(pixels, fmt, cut):
         path.write_bytes(data)
         image = assert_mnist_image_or_user_error(path)
     if cut is None and fmt in ("PNG", "TIFF") and pixels.ndim == 2 and pixels.dtype == np.uint8:
-        assert image is not None, "a whole lossless grey image must decode"
-        np.testing.assert_array_equal(image, to_mnist(pixels))
+        expected, blank = to_mnist(pixels)
+        assert (image is None) == blank, "a whole lossless grey image must decode, unless it holds no digit"
+        if image is not None:
+            np.testing.assert_array_equal(image, expected)
 
 
 def assert_mnist_image_or_user_error(path: Path) -> np.ndarray | None:

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mnist_tf.errors import UserError
 from mnist_tf.export import BYTES_SIGNATURE, MODEL_NAME
+from mnist_tf.images import NO_DIGIT
 from mnist_tf.predict import Prediction
 
 
@@ -50,11 +53,12 @@ def prediction(file: str, answer: dict[str, Any]) -> Prediction:
     row = answer["predictions"][0]
     if not isinstance(row, dict) or "probabilities" not in row:
         raise UserError("the server's answer has no `probabilities`: is it serving an mnist-tf model?")
+    seen = np.asarray(row["image"], np.uint8) if "image" in row else None  # the 28x28 the model saw, for --show
     if row.get("blank"):
-        return Prediction(file=file, error="no digit found: the image looks blank")
+        return Prediction(file=file, error=NO_DIGIT, image=seen)
     probabilities = [float(p) for p in row["probabilities"]]
     digit = int(row.get("class_id", max(range(len(probabilities)), key=probabilities.__getitem__)))
-    return Prediction(file, digit, probabilities[digit], [round(p, 6) for p in probabilities])
+    return Prediction(file, digit, probabilities[digit], [round(p, 6) for p in probabilities], image=seen)
 
 
 def predict_files_on_server(
