@@ -10,9 +10,8 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -118,8 +117,7 @@ def train(
     Re-running the same command after an interruption resumes the run.
     """
     # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
-    from mnist_tf import config, data
-    from mnist_tf import train as training
+    from mnist_tf import config, data, train as training
 
     jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
     cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
@@ -170,8 +168,7 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
-    from mnist_tf import data, evaluate, plots
-    from mnist_tf import person_made as people
+    from mnist_tf import data, evaluate, person_made as people, plots
     from mnist_tf.io import write_json
     from mnist_tf.models import load_proba_fn, resolve_model_path
 
