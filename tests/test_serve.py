@@ -244,6 +244,15 @@ def test_predict_through_the_server(server, reference, tmp_path):
     assert f"{tmp_path / 'notes.txt'}: error: Unknown image file format" in result.output
     as_json = CliRunner().invoke(main, ["predict", "--server", server.url, "--json", str(good)])
     assert as_json.exit_code == 0 and json.loads(as_json.output)[0]["digit"] == digit
+    shown = CliRunner().invoke(main, ["predict", "--server", server.url, "--show", str(tmp_path / "saw.png"), str(good)])
+    assert shown.exit_code == 0 and (tmp_path / "saw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_through_the_server_says_when_no_digit_is_found(server, tmp_path):
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png_bytes(np.zeros((28, 28), np.uint8)))
+    result = CliRunner().invoke(main, ["predict", "--server", server.url, str(blank)])
+    assert result.exit_code == 1 and f"{blank}: error: no digit found" in result.output
 
 
 def test_predict_needs_model_or_server_and_a_reachable_server(tmp_path):
