@@ -62,7 +62,7 @@ def browser():
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1100,860", "--force-device-scale-factor=1"):
+                 f"--user-data-dir={profile}", "--window-size=1100,960", "--force-device-scale-factor=1"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
