@@ -1,12 +1,14 @@
 """The draw-a-digit page in a real browser: headless Chromium from the system's packages, driven by Selenium.
 
-It draws a real MNIST test digit on the canvas with pointer events, uploads a
-file, checks the digits the page shows, and saves a screenshot of the page
-to docs/serve_page.png. Skipped only where Chromium is not installed.
+It draws a real MNIST test digit on the canvas with pointer events, uploads,
+drops and pastes image files, checks the digits the page shows, and saves a
+screenshot of the page to docs/serve_page.png. Skipped only where Chromium is not installed.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -149,11 +151,33 @@ def shown(driver, timeout: float = 60) -> str:
     return driver.find_element(By.ID, "digit").text
 
 
-def serving_bytes_class(version: Path, data: bytes) -> int:
+# A PNG (base64) handed to the page as a file dropped on the pad, or pasted, as a browser does.
+DROP_OR_PASTE = """
+const [b64, how] = arguments;
+const file = new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], "digit.png", {type: "image/png"});
+const files = new DataTransfer();
+files.items.add(file);
+if (how === "drop") {
+  document.getElementById("pad").dispatchEvent(
+    new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+} else {
+  document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: files, bubbles: true, cancelable: true}));
+}
+"""
+
+
+@functools.cache
+def _serving_bytes(version: Path):
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(version)).signatures["serving_bytes"]
-    return int(signature(image_bytes=tf.constant([data]))["class_id"].numpy()[0])
+    return tf.saved_model.load(str(version)).signatures["serving_bytes"]
+
+
+def serving_bytes_class(version: Path, data: bytes) -> int:
+    """The class the SavedModel itself gives these bytes, called in this process."""
+    import tensorflow as tf
+
+    return int(_serving_bytes(version)(image_bytes=tf.constant([data]))["class_id"].numpy()[0])
 
 
 def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
@@ -173,6 +197,14 @@ def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
     path.write_bytes(png_bytes(images[upload]))
     browser.find_element(By.ID, "file").send_keys(str(path))
     assert shown(browser) == str(labels[upload])
+
+    # Drop, then paste: dark ink on light paper this time, read as the same digit by the model's preprocessing.
+    for how in ("drop", "paste"):
+        dark = next(i for i in range(upload + 1, len(labels)) if labels[i] != labels[upload]
+                    and serving_bytes_class(version, png_bytes(255 - images[i])) == labels[i])
+        browser.execute_script(DROP_OR_PASTE, base64.b64encode(png_bytes(255 - images[dark])).decode(), how)
+        assert shown(browser) == str(labels[dark]), how
+        upload = dark
 
     # A file that is no image: the page says so and keeps working.
     (tmp_path / "notes.txt").write_text("not an image")
