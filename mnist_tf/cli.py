@@ -117,7 +117,8 @@ def train(
     Re-running the same command after an interruption resumes the run.
     """
     # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
-    from mnist_tf import config, data, train as training
+    from mnist_tf import config, data, runlock
+    from mnist_tf import train as training
 
     jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
     cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
@@ -127,12 +128,14 @@ def train(
     click.echo("config: " + json.dumps(cfg.to_dict()))
     click.echo("threads: " + json.dumps(training.set_threads()))
     try:
-        metrics = training.train_and_evaluate(
-            cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy
-        )
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted. Re-run the same command to resume from the last finished epoch.", err=True)
-        sys.exit(130)
+        with runlock.sigterm_as_interrupt():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
+            metrics = training.train_and_evaluate(
+                cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy
+            )
+    except KeyboardInterrupt as e:
+        stopped = "Stopped by SIGTERM" if isinstance(e, runlock.Terminated) else "Interrupted"
+        click.echo(f"\n{stopped}. Re-run the same command to resume from the last finished epoch.", err=True)
+        sys.exit(getattr(e, "exit_code", 130))
     if metrics is None:
         click.echo(f"worker finished its share; the chief wrote the run to {run_dir}")
         return
@@ -168,11 +171,14 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
-    from mnist_tf import data, evaluate, person_made as people, plots
+    from mnist_tf import data, evaluate, person_made as people, plots, runlock
     from mnist_tf.io import write_json
     from mnist_tf.models import load_proba_fn, resolve_model_path
 
     resolved = resolve_model_path(model_path)
+    training = runlock.holder(resolved.parent) if resolved.name == "model.keras" else None
+    if training:
+        click.echo(f"note: {resolved.parent} is still training ({training}): evaluating its last finished epoch", err=True)
     proba_fn = load_proba_fn(resolved)
     images, labels = data.arrays("test", data.Source.from_options(data_dir, manual_dir))
     result = evaluate.evaluate(proba_fn, images, labels)

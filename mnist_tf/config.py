@@ -71,7 +71,7 @@ class Config:
     def save(self, path: Path) -> None:
         from mnist_tf.io import write_json
 
-        write_json(path, self.to_dict())
+        write_json(path, self.to_dict(), "the run's config")
 
     @classmethod
     def load(cls, path: Path) -> "Config":

@@ -23,6 +23,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
+from mnist_tf.io import DiskFull, disk_full_reason
 
 MANUAL_DIR_ENV = "MNIST_TF_MANUAL_DIR"
 ARCHIVES = (
@@ -108,8 +109,19 @@ def load_split(split: str, source: Source) -> tf.data.Dataset:
             f"an MNIST archive failed TFDS's checksum check (corrupt or truncated): replace the archives in "
             f"{source.manual_dir or 'the download folder'} with fresh copies ({type(e).__name__})"
         ) from None
-    except OSError as e:  # requests' ConnectionError is an OSError too.
-        raise UserError(f"could not prepare MNIST ({e.__class__.__name__}: {str(e)[:200]}); {_offline_message()}") from None
+    except Exception as e:  # TFDS writes through TensorFlow, whose errors are not OSErrors.
+        reason = disk_full_reason(e)
+        if reason is not None:
+            where = source.data_dir or Path(tfds.core.constants.DATA_DIR).expanduser()
+            raise DiskFull(
+                f"could not prepare MNIST in {where} ({reason}): free some disk space or pass another --data-dir, "
+                "then run the same command again"
+            ) from None
+        if isinstance(e, OSError):  # requests' ConnectionError is an OSError too.
+            raise UserError(
+                f"could not prepare MNIST ({e.__class__.__name__}: {str(e)[:200]}); {_offline_message()}"
+            ) from None
+        raise
 
 
 def split_names(cfg: Config) -> tuple[str, str]:

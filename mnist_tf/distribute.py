@@ -163,7 +163,7 @@ def worker_dir(run_dir: Path, role: Role) -> Path:
 
     Every worker runs the same callbacks (checkpoints, logs, backups), but only
     the chief's are the run's. The others write here; in particular each needs
-    its own BackupAndRestore folder, which is what lets them resume.
+    its own resume state (backup/), which is what lets them resume.
     """
     run_dir = Path(run_dir)
     return run_dir.with_name(f"{run_dir.name}.{role.name}")

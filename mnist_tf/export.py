@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_tf import images, plots
+from mnist_tf import images, plots, runlock
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import Evaluation, evaluate_probabilities
-from mnist_tf.io import write_bytes, write_json
+from mnist_tf.io import disk_errors, fault_point, write_bytes, write_json
 from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, float32_copy
 from mnist_tf.models import SIGNATURE as DEFAULT_SIGNATURE
 from mnist_tf.models import TFLiteRunner, load_keras, resolve_model_path
@@ -62,6 +62,12 @@ def resolve_keras_path(path: str | Path) -> Path:
     resolved = resolve_model_path(path)
     if resolved.suffix != ".keras":
         raise UserError(f"{path} is not a Keras model: export needs a run dir (with model.keras) or a .keras file")
+    training = runlock.holder(path) if Path(path).is_dir() else None
+    if training:
+        raise UserError(
+            f"{path} is still training ({training}): export it when it has finished, "
+            f"or pass {resolved} to export its last finished epoch now"
+        )
     return resolved
 
 
@@ -206,20 +212,22 @@ def export_saved_model(keras_path: Path, out: Path, warmup_images: np.ndarray, v
     except OSError as e:
         raise UserError(f"cannot write to {base} ({e.strerror}): pass a writable --out") from None
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
-        serving_archive(model).write_out(str(tmp), verbose=False)
-        extra = tmp / "assets.extra"
-        write_warmup(extra / WARMUP_FILE, warmup_images)
-        (extra / "labels.txt").write_text("".join(f"{c}\n" for c in range(NUM_CLASSES)))
-        for name in ("config.json", "metrics.json"):
-            if (keras_path.parent / name).is_file():
-                shutil.copyfile(keras_path.parent / name, extra / name)
+        with disk_errors(final, "SavedModel version"):
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
+            serving_archive(model).write_out(str(tmp), verbose=False)
+            extra = tmp / "assets.extra"
+            write_warmup(extra / WARMUP_FILE, warmup_images)
+            (extra / "labels.txt").write_text("".join(f"{c}\n" for c in range(NUM_CLASSES)))
+            for name in ("config.json", "metrics.json"):
+                if (keras_path.parent / name).is_file():
+                    shutil.copyfile(keras_path.parent / name, extra / name)
+        fault_point(final, tmp)
         if final.exists():  # Another export took this version meanwhile.
             raise UserError(f"version {version} appeared in {base} during the export: run the export again")
         os.rename(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_bytes(Path(out) / "saved_model" / "models.config", models_config().encode())
+    write_bytes(Path(out) / "saved_model" / "models.config", models_config().encode(), "TF Serving's model config")
     return final
 
 
@@ -272,8 +280,8 @@ def export_tflite(
     for kind in kinds:
         content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
         paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
-        write_bytes(paths[kind], content)
-    write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing())
+        write_bytes(paths[kind], content, f"the {kind} TFLite model")
+    write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing(), "the TFLite preprocessing")
     return paths
 
 
@@ -359,7 +367,7 @@ def verify_tflite(
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
     """Writes report.json and report.png into `out_dir`."""
-    write_json(Path(out_dir) / "report.json", report)
+    write_json(Path(out_dir) / "report.json", report, "the TFLite report")
     plots.tflite_report(report["variants"], Path(out_dir) / "report.png")
 
 

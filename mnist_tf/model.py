@@ -114,17 +114,31 @@ def build_model(cfg: Config) -> keras.Model:
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
+def _copy(model: keras.Model, **overrides) -> keras.Model:
+    """The same network and weights, every layer rebuilt from its config with `overrides`; fused
+    BatchNorm layers become Keras' own (they compute the same thing at inference)."""
+
+    def clone(layer):
+        cls = layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else layer.__class__
+        return cls.from_config({**layer.get_config(), **overrides})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def standard_copy(model: keras.Model) -> keras.Model:
+    """The model as standard Keras layers only, so its `.keras` file opens with plain
+    `keras.models.load_model`, no mnist_tf import needed. The fused BatchNorm is a
+    training-time speed-up; saved models do not need it."""
+    return _copy(model)
+
+
 def float32_copy(model: keras.Model) -> keras.Model:
-    """The same network and weights with every layer computing in float32.
+    """The same network and weights with every layer computing in float32, in standard layers.
 
     Mixed precision is a training speed-up; exported graphs stay float32 so
     that TF Serving and the TFLite converter see ordinary ops (quantisation is
     the converter's job).
     """
-
-    def clone(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+    return _copy(model, dtype="float32")

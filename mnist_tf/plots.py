@@ -19,7 +19,7 @@ from mnist_tf.io import atomic_path  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "the plot") as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

@@ -3,8 +3,9 @@
 A run dir holds everything of one run:
 
     config.json         the Config, written first
+    .lock               held by the process training in it (`runlock`)
     model.keras         the model after the last finished epoch (atomic writes)
-    backup/             Keras BackupAndRestore state while a run is unfinished
+    backup/             the resume state while a run is unfinished (`resume`)
     history.csv         one row per epoch
     logs/               TensorBoard
     learning_curves.png
@@ -31,11 +32,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import data, distribute, evaluate, plots
+from mnist_tf import data, distribute, evaluate, plots, resume, runlock
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
-from mnist_tf.io import atomic_path, write_json
-from mnist_tf.model import build_model
+from mnist_tf.io import atomic_path, disk_errors, remove_temporaries, write_json
+from mnist_tf.model import build_model, standard_copy
 from mnist_tf.models import load_proba_fn
 
 
@@ -55,16 +56,33 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
     truncated `model.keras`; here a reader sees the old file or the new one.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, save_at_start: bool = False):
         super().__init__()
         self.path = Path(path)
+        self.save_at_start = save_at_start
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # A resumed run starts from its resume state, which a stop between the two writes can leave
+        # newer than model.keras: save it, so model.keras is the state's epoch even if no epoch is left.
+        if self.save_at_start:
+            self.save()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         # A diverged model can still score: never let it replace a good checkpoint.
-        if not np.isfinite((logs or {}).get("loss", math.nan)):
-            return
-        with atomic_path(self.path) as tmp:
-            self.model.save(tmp)
+        if np.isfinite((logs or {}).get("loss", math.nan)):
+            self.save()
+
+    def save(self) -> None:
+        with atomic_path(self.path, "the model") as tmp:
+            standard_copy(self.model).save(tmp)
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger, whose failure on a full disk names history.csv."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with disk_errors(Path(self.filename), "the training history"):
+            super().on_epoch_end(epoch, logs)
 
 
 def set_threads(threads: int | None = None) -> dict[str, int]:
@@ -159,8 +177,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) if r[k] != "NA" else math.nan for r in rows] for k in columns}
 
 
-def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
-    """Makes `run_dir` ready; returns True when an interrupted run will resume.
+def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
+    """Makes `run_dir` ready; call it holding the run dir's lock (`runlock.hold`).
 
     Refuses a finished run (unless `overwrite`), an unfinished run with a
     different config, and a folder that cannot be written, before any training.
@@ -169,12 +187,16 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run dir {run_dir} is a file: pass a folder path to --run-dir")
     is_run = (run_dir / "config.json").is_file()
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run:
+    if run_dir.is_dir() and any(p.name != runlock.LOCK_NAME for p in run_dir.iterdir()) and not is_run:
         raise UserError(f"{run_dir} is not empty and holds no mnist-tf run: choose a new or empty --run-dir")
     if (run_dir / "metrics.json").exists() and not overwrite:
         raise UserError(f"{run_dir} holds a finished run: pass --overwrite to replace it, or choose another --run-dir")
-    if is_run and overwrite:
-        shutil.rmtree(run_dir)
+    if is_run and overwrite:  # Everything but the lock this process holds.
+        for path in run_dir.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.name != runlock.LOCK_NAME:
+                path.unlink()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -182,7 +204,6 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to run dir {run_dir} ({e.strerror}): choose a writable --run-dir") from None
-    resuming = (run_dir / "backup").is_dir()
     saved = run_dir / "config.json"
     if saved.exists():
         previous = Config.load(saved)
@@ -192,7 +213,8 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> bool:
                 f"{run_dir} holds an unfinished run with a different config ({', '.join(changed)}): "
                 "re-run with the same options to resume, pass --overwrite to start over, or choose another --run-dir"
             )
-    return resuming
+    for folder in (run_dir, run_dir / "backup"):  # Left by a killed run; no other process writes here.
+        remove_temporaries(folder)
 
 
 def train_and_evaluate(
@@ -206,6 +228,8 @@ def train_and_evaluate(
     """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the best
     checkpoint on the test split and returns the metrics written to metrics.json.
 
+    The run dir is locked for the whole call: a second call on it refuses (`runlock`).
+
     `strategy` names a `distribute.STRATEGIES` entry. It is made here, after the
     run-dir checks and before any other TensorFlow op, as multi-worker training
     requires. A non-chief worker trains its share and returns None.
@@ -214,7 +238,21 @@ def train_and_evaluate(
     role = distribute.role(strategy)
     chief_dir = Path(run_dir)
     run_dir = chief_dir if role.is_chief else distribute.worker_dir(chief_dir, role)
-    resuming = check_run_dir(run_dir, cfg, overwrite)
+    with runlock.hold(run_dir):
+        return _train_and_evaluate(cfg, run_dir, chief_dir, role, source, overwrite, strategy, extra_callbacks)
+
+
+def _train_and_evaluate(
+    cfg: Config,
+    run_dir: Path,
+    chief_dir: Path,
+    role: distribute.Role,
+    source: data.Source,
+    overwrite: bool,
+    strategy: str,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> dict[str, Any] | None:
+    check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
     dist = distribute.make_strategy(strategy)
 
@@ -231,27 +269,33 @@ def train_and_evaluate(
         model = distribute.fit_compatible(model, dist)
 
     history_path = run_dir / "history.csv"
+    state = resume.ResumeState(run_dir / "backup")
+    epochs_before = state.epoch
+    resuming = state.path is not None
+    # The history row first, then the state: a stop between the two leaves a row that the next
+    # run drops (trim_history) and trains again, never a resumed epoch without its row.
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TerminateOnNaN(),
-        LastGoodCheckpoint(run_dir / "model.keras"),
-        keras.callbacks.CSVLogger(str(history_path), append=True),
+        HistoryLogger(str(history_path), append=True),
+        state,  # restores before LastGoodCheckpoint saves the restored model
+        LastGoodCheckpoint(run_dir / "model.keras", save_at_start=resuming),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         *extra_callbacks,
     ]
-    epochs_before = len(read_history(history_path).get("loss", [])) if resuming else 0
+    resume.trim_history(history_path, epochs_before)
     if resuming:
         print(f"Resuming the interrupted run in {run_dir} after epoch {epochs_before}", file=sys.stderr)
 
     start = time.perf_counter()
-    fit = model.fit(
-        datasets.train,
-        validation_data=datasets.validation,
-        epochs=cfg.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # The tf.data pipeline already shuffles, seeded.
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    with disk_errors(run_dir / "logs", "the TensorBoard logs"):  # The other writes name their own files.
+        fit = model.fit(
+            datasets.train,
+            validation_data=datasets.validation,
+            epochs=cfg.epochs,
+            callbacks=callbacks,
+            shuffle=False,  # The tf.data pipeline already shuffles, seeded.
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     train_seconds = time.perf_counter() - start
 
     losses = fit.history.get("loss", [])
@@ -297,5 +341,6 @@ def train_and_evaluate(
         "config": cfg.to_dict(),
         "test": result.to_dict(),
     }
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics, "the run's metrics")
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # Finished: nothing to resume.
     return metrics

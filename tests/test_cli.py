@@ -5,6 +5,7 @@ import json
 import shutil
 import struct
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -87,6 +88,38 @@ def test_evaluate_writes_reports(finished_run, mock_mnist, tmp_path):
     assert "precision" in result.output and "test accuracy" in result.output
 
 
+def test_evaluate_person_made_scores_every_set_by_both_paths(finished_run, mock_mnist, tmp_path):
+    out = tmp_path / "report"
+    result = run("evaluate", "--model", finished_run, "--out", out, "--person-made", "--person-made-examples", "4")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "person_made.json").read_text())
+    from mnist_tf.person_made import SETS
+
+    assert set(report["predict"]) == set(SETS) == set(report["serving_bytes"])
+    for kind in SETS:
+        files = sorted((out / "person_made" / "sets" / kind).iterdir())
+        assert len(files) == 4 and all(f.stat().st_size > 0 for f in files)
+        assert report["predict"][kind]["examples"] == 4 and 0 <= report["predict"][kind]["accuracy"] <= 1
+        # The same files through two paths that share one preprocessing give the same answers.
+        assert report["predict"][kind] == report["serving_bytes"][kind]
+    assert "serving_bytes" in result.output and "canvas" in result.output
+
+
+def test_predict_show_draws_what_the_model_saw(finished_run, tmp_path):
+    from PIL import Image
+
+    digit = tmp_path / "digit.png"
+    canvas = np.full((300, 400), 250, np.uint8)
+    canvas[50:200, 100:120] = 20
+    Image.fromarray(canvas).save(digit)
+    (tmp_path / "notes.png").write_text("not a picture")
+    show = tmp_path / "seen.png"
+    result = run("predict", "--model", finished_run, "--show", show, digit, tmp_path / "notes.png")
+    assert result.exit_code == 1  # one file could not be classified
+    assert is_png(show) and f"wrote {show}" in result.output
+    assert_one_line_error(run("predict", "--model", finished_run, "--show", tmp_path / "seen.jpg", digit), "--show", ".png")
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -142,7 +175,8 @@ def test_unfinished_run_with_other_options_is_refused_not_mixed(tmp_path):
     before = sha256(run_dir / "config.json")
     result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--run-dir", run_dir)
     assert_one_line_error(result, "different config (epochs, learning_rate)", "same options to resume", "--overwrite")
-    assert sha256(run_dir / "config.json") == before and sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+    assert sha256(run_dir / "config.json") == before
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]  # the lock stays, released
 
 
 @pytest.mark.parametrize(

@@ -165,3 +165,27 @@ def test_a_saved_model_with_fused_batchnorm_loads_back(tmp_path):
     images = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     np.testing.assert_array_equal(loaded(images, training=False).numpy(), model(images, training=False).numpy())
     assert type(loaded.get_layer("stage1_block1_bn")).__name__ == "FusedBatchNormalization"
+
+
+def test_the_checkpoint_opens_in_plain_keras_in_a_fresh_interpreter(tmp_path):
+    import subprocess
+    import sys
+
+    from mnist_tf.train import LastGoodCheckpoint
+
+    model = build_model(config.DEFAULT.replace(mixed_precision="bfloat16"))
+    callback = LastGoodCheckpoint(tmp_path / "model.keras")
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": 0.5})
+    images = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    # A new user's first try: plain Keras, no mnist_tf import, no custom objects.
+    script = (
+        "import sys, keras, numpy as np\n"
+        f"model = keras.models.load_model({str(tmp_path / 'model.keras')!r})\n"
+        "assert not any(m.startswith('mnist_tf') for m in sys.modules), 'mnist_tf was imported'\n"
+        f"np.save({str(tmp_path / 'logits.npy')!r}, model(np.load({str(tmp_path / 'images.npy')!r}), training=False))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), model(images, training=False).numpy(), atol=1e-2)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_tf import config
+from mnist_tf.resume import latest_state
 from mnist_tf.train import make_optimizer, make_schedule, read_history
 
 from conftest import ARCHIVES, TEST_DATA_DIR
@@ -54,16 +55,15 @@ def test_resume_after_sigkill_continues_from_the_saved_epoch(tmp_path, real_sour
     run_dir = tmp_path / "run"
     args = real_args(run_dir, "--train-examples", "5000", "--epochs", "4", "--batch-size", "64")
     proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    history = run_dir / "history.csv"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if history.is_file() and len(history.read_text().splitlines()) >= 2:  # header + epoch 1
+        if latest_state(run_dir / "backup"):  # epoch 1 is saved
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(read_history(history)["loss"])
+    done = latest_state(run_dir / "backup")[1]
     assert 1 <= done < 4 and not (run_dir / "metrics.json").exists()
 
     result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
