@@ -15,6 +15,8 @@ printed as tables:
                 the SavedModel and each TFLite variant of a trained model
     peak        the largest matmul rate this machine reaches, float32 and
                 bfloat16: the "peak" the throughput fractions divide by
+    serve       `mnist-tf serve` under load on loopback: single-image b64
+                requests from 1, 8 and 32 concurrent clients (mnist_tf/serve/load.py)
 
 Timing rules: every figure is a median of repeats after warm-up, threads are
 set explicitly (`--threads`) and reported, and nothing else should run on the
@@ -40,7 +42,7 @@ import numpy as np
 
 from mnist_tf.config import Config, preset
 
-PARTS = ("peak", "throughput", "accuracy", "inference")
+PARTS = ("peak", "throughput", "accuracy", "inference", "serve")
 TARGETS = (0.990, 0.995)
 
 
@@ -54,6 +56,7 @@ class Settings:
     throughput_images: int = 6144  # images per timed repeat
     repeats: int = 3
     latency_images: int = 300
+    serve_seconds: float = 20.0  # per level of concurrent clients
 
 
 def median(values: Sequence[float]) -> float:
@@ -403,8 +406,8 @@ def run(
     """Runs the chosen `parts` and returns everything measured (the JSON).
 
     `save` receives the result so far after every measurement, so a long
-    benchmark that is stopped keeps what it had measured. The inference part
-    times `model` (a `.keras` file), else a model trained by the accuracy part.
+    benchmark that is stopped keeps what it had measured. The inference and
+    serve parts time `model` (a `.keras` file), else a model trained by the accuracy part.
     """
     from mnist_tf.train import set_threads
 
@@ -446,8 +449,24 @@ def run(
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
             rows = inference_speeds(keras_path, Path(tmp), images, settings, labels)
             result["inference"] = {"model": str(keras_path), "rows": rows}
+    if "serve" in parts:
+        result["serve"] = _serve(model or _trained_model(result, work_dir, source, settings, progress), work_dir, source,
+                                 settings, progress)
     save(result)
     return result
+
+
+def _serve(keras_path: Path, work_dir: Path, source: Any, settings: Settings, progress: Callable) -> dict[str, Any]:
+    """The serve part: `keras_path` exported, served, and loaded with a real test digit as PNG."""
+    from mnist_tf import data, evaluate
+    from mnist_tf.export import encode_png, export_saved_model
+    from mnist_tf.serve import load
+
+    images, _ = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test[:3]", source)))
+    progress(f"serve: exporting {keras_path} and serving it")
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        version = export_saved_model(keras_path, Path(tmp), images)
+        return load.benchmark(version, encode_png(images[0]), settings.serve_seconds, progress=progress)
 
 
 def _run_line(run: dict[str, Any]) -> str:
@@ -533,6 +552,10 @@ def tables(result: dict[str, Any]) -> str:
                 f"| {r['format']} | {r['latency_ms_batch1']:.3f} | {r['images_per_second_batch256']:,.0f} | {size} "
                 f"| {accuracy} |"
             )
+    if "serve" in result:
+        from mnist_tf.serve.load import table
+
+        out.append(table(result["serve"]))
     return "\n".join(out)
 
 

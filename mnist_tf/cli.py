@@ -279,9 +279,14 @@ def export_command(
 @click.option(
     "--model",
     "model_path",
-    required=True,
     type=click.Path(path_type=Path),
     help="Run dir, .keras, SavedModel version folder or .tflite.",
+)
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Send the images to a server speaking TF Serving's REST API (mnist-tf serve or TF Serving), "
+    "e.g. http://127.0.0.1:8501, instead of loading --model.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
 @click.option(
@@ -291,7 +296,9 @@ def export_command(
 )
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
-def predict_command(model_path: Path, as_json: bool, show: Path | None, images: tuple[Path, ...]) -> None:
+def predict_command(
+    model_path: Path | None, server: str | None, as_json: bool, show: Path | None, images: tuple[Path, ...]
+) -> None:
     """Classify pictures of digits (PNG, JPEG, ...): prints `file: digit (probability)`.
 
     Any picture works: dark ink on paper or light on dark, a photo, a scan, a
@@ -303,9 +310,16 @@ def predict_command(model_path: Path, as_json: bool, show: Path | None, images: 
     from mnist_tf import predict
     from mnist_tf.models import load_proba_fn
 
+    if (model_path is None) == (server is None):
+        raise CliError("pass either --model PATH or --server URL")
     if show is not None and show.suffix.lower() != ".png":
         raise UserError(f"--show {show} must name a .png file")
-    results = predict.predict_files(load_proba_fn(model_path), images)
+    if server is not None:
+        from mnist_tf.serve.client import predict_files_on_server
+
+        results = predict_files_on_server(server, images)
+    else:
+        results = predict.predict_files(load_proba_fn(model_path), images)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -320,13 +334,64 @@ def predict_command(model_path: Path, as_json: bool, show: Path | None, images: 
         sys.exit(1)
 
 
+@main.command(name="serve")
+@click.option(
+    "--model",
+    "model_base",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of numbered SavedModel versions, e.g. export/saved_model/mnist; the newest serves.",
+)
+@click.option("--host", default="127.0.0.1", help="Address to listen on; anything but loopback is reachable by others.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8501, help="Port (TF Serving's REST port; 0: any free one).")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=16 * 1024 * 1024, help="Largest request body.")
+@click.option("--max-instances", type=click.IntRange(1), default=256, help="Most instances (images) per request.")
+@click.option("--max-image-pixels", type=click.IntRange(1), default=16_000_000, help="Largest encoded image, in pixels.")
+@click.option("--poll-seconds", type=click.FloatRange(0), default=1.0, help="How often to look for a newer version (0: never).")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, help="Model calls that run at once.")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1),
+    default=32,
+    help="Most instances merged into one model call from requests that queue while the model is busy (1: no batching).",
+)
+@user_errors
+def serve_command(
+    model_base: Path,
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_instances: int,
+    max_image_pixels: int,
+    poll_seconds: float,
+    threads: int,
+    max_batch_size: int,
+) -> None:
+    """Serve a model with TF Serving's REST API and a draw-a-digit page.
+
+    A development server: run TF Serving in production; the same clients work against both.
+    """
+    from mnist_tf.serve.limits import Limits
+    from mnist_tf.serve.server import is_loopback, serve
+
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: other machines can reach this server; it has no authentication", err=True)
+
+    def ready(url: str, version: int) -> None:
+        click.echo(f"serving {model_base} version {version} at {url}/v1/models/mnist, page at {url}/ (Ctrl-C stops)")
+
+    limits = Limits(max_body_bytes, max_instances, max_image_pixels)
+    serve(model_base, host, port, limits, poll_seconds, threads, max_batch_size, ready)
+    click.echo("stopped")
+
+
 @main.command(name="benchmark")
 @click.option(
     "--part",
     "parts",
     multiple=True,
-    type=click.Choice(["peak", "throughput", "accuracy", "inference"]),
-    help="What to measure; repeat for several [all four].",
+    type=click.Choice(["peak", "throughput", "accuracy", "inference", "serve"]),
+    help="What to measure; repeat for several [all five].",
 )
 @click.option(
     "--preset",
@@ -337,13 +402,19 @@ def predict_command(model_path: Path, as_json: bool, show: Path | None, images: 
 )
 @click.option("--seeds", type=click.IntRange(1, 20), default=3, help="Training runs per preset (seeds 1..N).")
 @click.option("--threads", type=click.IntRange(1), default=os.cpu_count() or 1, help="TF intra-op threads [all cores].")
+@click.option(
+    "--serve-seconds",
+    type=click.FloatRange(1),
+    default=20.0,
+    help="serve part: seconds of load at each level of concurrent clients (1, 8, 32).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/benchmark"), help="Folder for benchmark.json, benchmark.md and plots.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier benchmark in --out.")
 @click.option(
     "--model",
     "model_path",
     type=click.Path(path_type=Path),
-    help="Run dir or .keras file the inference part times [a model the accuracy part trains].",
+    help="Run dir or .keras file the inference and serve parts time [a model the accuracy part trains].",
 )
 @data_options
 @user_errors
@@ -352,13 +423,14 @@ def benchmark_command(
     presets: tuple[str, ...],
     seeds: int,
     threads: int,
+    serve_seconds: float,
     out: Path,
     overwrite: bool,
     model_path: Path | None,
     data_dir: Path | None,
     manual_dir: Path | None,
 ) -> None:
-    """Measure training speed, time to accuracy, inference speed and memory.
+    """Measure training speed, time to accuracy, inference speed, serving under load and memory.
 
     Prints tables and writes OUT/benchmark.json, OUT/benchmark.md and
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
@@ -379,7 +451,10 @@ def benchmark_command(
     except OSError as e:
         raise UserError(f"cannot create {out} ({e.strerror}): pass a writable --out") from None
     settings = benchmark.Settings(
-        presets=presets or benchmark.Settings.presets, seeds=tuple(range(1, seeds + 1)), threads=threads
+        presets=presets or benchmark.Settings.presets,
+        seeds=tuple(range(1, seeds + 1)),
+        threads=threads,
+        serve_seconds=serve_seconds,
     )
     source = data.Source.from_options(data_dir, manual_dir)
 

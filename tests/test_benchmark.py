@@ -88,3 +88,18 @@ def test_run_saves_after_every_measurement(tmp_path):
     assert rows_seen[:5] == [1, 2, 3, 4, 5]  # a stopped benchmark keeps every finished row
     assert json.loads(saved[-1]) == json.loads(json.dumps(result))
     assert "bfloat16" in result["peak_gflops"] and "| fast |" in benchmark.tables(result)
+
+
+@pytest.mark.slow
+def test_serve_part_loads_a_real_server_and_calls_the_model_directly(tmp_path, tiny_keras, real_source):
+    settings = benchmark.Settings(serve_seconds=1.0)
+    result = benchmark.run(("serve",), settings, real_source, tmp_path, progress=lambda m: None, model=tiny_keras)
+    serve = result["serve"]
+    assert [r["clients"] for r in serve["rows"]] == [1, 8, 32]
+    for row in serve["rows"]:
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert row["requests_per_second"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+    assert serve["server_peak_rss_mib"] > 100 and serve["server_exit_status"] == 0  # TF alone is more
+    assert serve["direct"]["calls"] > 0 and serve["direct"]["p50_ms"] > 0
+    table = benchmark.tables(result)
+    assert "| 32 |" in table and "in-process, no HTTP" in table
