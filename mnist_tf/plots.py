@@ -126,30 +126,40 @@ def time_to_accuracy(accuracy: dict[str, dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def what_the_model_saw(rows: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, str]], path: Path) -> Path:
-    """One row per picture: the picture as given, the 28x28 the model received, and the answer.
+def what_the_model_saw(
+    rows: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, str]], path: Path, per_row: int = 3
+) -> Path:
+    """Each picture as given beside the 28x28 the model received and its answer, `per_row` pairs a row.
 
     `rows` holds (title, picture [H,W] or [H,W,C] in [0,1] or None, model input [28,28(,1)] or None, answer).
     """
-    fig, axes = plt.subplots(len(rows), 2, figsize=(5.2, 2.3 * len(rows)), squeeze=False)
-    for (title, picture, seen, answer), (left, right) in zip(rows, axes):
+    columns = min(per_row, len(rows))
+    lines = -(-len(rows) // columns)
+    fig, axes = plt.subplots(lines, 2 * columns, figsize=(2.6 * 2 * columns, 2.6 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (title, picture, seen, answer) in enumerate(rows):
+        left, right = axes[i // columns, 2 * (i % columns)], axes[i // columns, 2 * (i % columns) + 1]
         if picture is not None:
-            picture = np.asarray(picture, np.float32)
-            if picture.ndim == 3 and picture.shape[-1] in (2, 4):  # Transparency over a checkerboard.
-                h, w = picture.shape[:2]
-                board = 0.75 + 0.15 * (((np.arange(h)[:, None] // 8) + (np.arange(w)[None, :] // 8)) % 2)
-                alpha = picture[..., -1:]
-                picture = picture[..., :-1] * alpha + board[..., None] * (1 - alpha)
-            picture = picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1 else picture
-            left.imshow(picture, cmap="gray", vmin=0, vmax=1)
-        left.set_title(title if len(title) <= 28 else "..." + title[-25:], fontsize=8)
+            left.imshow(_on_checkerboard(np.asarray(picture, np.float32)), cmap="gray", vmin=0, vmax=1)
+        left.set_title(title if len(title) <= 26 else "..." + title[-23:], fontsize=8)
         if seen is not None:
             right.imshow(np.asarray(seen).reshape(28, 28), cmap="gray", vmin=0, vmax=255)
-        right.set_title(answer, fontsize=9)
+        right.set_title(f"model saw: {answer}", fontsize=9)
+        left.set_axis_on()
         for ax in (left, right):
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0, 0].set_xlabel("given", fontsize=8)
-    axes[0, 1].set_xlabel("model input (28x28)", fontsize=8)
+        right.set_axis_on()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _on_checkerboard(picture: np.ndarray) -> np.ndarray:
+    """Grey [H,W] or colour [H,W,3] for imshow; transparency shown over a checkerboard."""
+    if picture.ndim == 3 and picture.shape[-1] in (2, 4):
+        h, w = picture.shape[:2]
+        board = 0.75 + 0.15 * (((np.arange(h)[:, None] // 8) + (np.arange(w)[None, :] // 8)) % 2)
+        alpha = picture[..., -1:]
+        picture = picture[..., :-1] * alpha + board[..., None] * (1 - alpha)
+    return picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1 else picture

@@ -80,7 +80,7 @@ def show(results: Sequence[Prediction], path: Path) -> Path:
 
     rows = [
         (
-            Path(r.file).name,
+            "/".join(Path(r.file).parts[-2:]),  # the file and its folder
             thumbnail(r.file),
             r.image,
             f"{r.digit} ({r.probability:.0%})" if r.error is None else r.error.split(" (")[0].split(":")[0],
