@@ -184,6 +184,8 @@ def throughput_cases(settings: Settings) -> list[tuple[str, Config]]:
     cases = []
     for name in settings.presets:
         cfg = preset(name)
+        if cfg.mixed_precision == "auto":  # Both precisions are measured here, bfloat16 across the grid.
+            cfg = cfg.replace(mixed_precision="bfloat16")
         for batch_size in (cfg.batch_size, 2 * cfg.batch_size):
             for jit in (False, True):
                 cases.append((name, cfg.replace(batch_size=batch_size, jit=jit)))

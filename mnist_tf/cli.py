@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from mnist_tf import __version__
+from mnist_tf import config as config_choices
 from mnist_tf.errors import UserError
 
 
@@ -61,7 +62,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["default", "fast", "seed"]), default="default", help="Named starting config.")
+@click.option("--preset", type=click.Choice(list(config_choices.PRESETS)), default="default", help="Named starting config.")
 @click.option("--epochs", type=click.IntRange(1, 10000), help="Passes over the training set [preset's].")
 @click.option(
     "--batch-size", type=click.IntRange(1, 65536), help="Global batch: examples per step, over all replicas [preset's]."
@@ -93,8 +94,9 @@ def main() -> None:
 )
 @click.option(
     "--mixed-precision",
-    type=click.Choice(["off", "float16", "bfloat16"]),
-    help="Compute in 16-bit floats, weights and logits stay float32 [preset's].",
+    type=click.Choice(config_choices.MIXED_PRECISION),
+    help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
+    "trains faster on this machine, measured once in a few steps and cached [preset's: auto].",
 )
 @click.option("--deterministic", is_flag=True, help="Deterministic TF ops: bit-identical reruns, slower.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET].")
@@ -397,7 +399,7 @@ def serve_command(
     "--preset",
     "presets",
     multiple=True,
-    type=click.Choice(["default", "fast", "seed"]),
+    type=click.Choice(list(config_choices.PRESETS)),
     help="Presets to measure; repeat for several [all three].",
 )
 @click.option("--seeds", type=click.IntRange(1, 20), default=3, help="Training runs per preset (seeds 1..N).")

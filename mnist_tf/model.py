@@ -34,7 +34,9 @@ IMAGE_SHAPE = (28, 28, 1)
 
 # Keras mixed-precision policies by Config.mixed_precision: layers compute in
 # the low-precision type and keep float32 weights.
-POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# `auto` is decided by measurement when training starts (precision.resolve); a model built
+# from an `auto` config outside training computes in float32.
+POLICIES = {"off": "float32", "auto": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 @keras.saving.register_keras_serializable(package="mnist_tf")

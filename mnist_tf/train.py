@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import data, distribute, evaluate, plots, resume, runlock
+from mnist_tf import data, distribute, evaluate, plots, precision, resume, runlock
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, disk_errors, remove_temporaries, write_json
@@ -255,6 +255,10 @@ def _train_and_evaluate(
     check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
     dist = distribute.make_strategy(strategy)
+    # `auto` precision is measured (or read from the cache) here: after the strategy, before the seed.
+    mixed_precision, precision_decision = precision.resolve(cfg, gpu_available())
+    print(precision.describe(precision_decision), file=sys.stderr)
+    identity, cfg = cfg, cfg.replace(mixed_precision=mixed_precision)
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -338,7 +342,8 @@ def _train_and_evaluate(
         **distribute.describe(dist),
         "workers": role.num_workers,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "config": cfg.to_dict(),
+        "mixed_precision": precision_decision,
+        "config": identity.to_dict(),
         "test": result.to_dict(),
     }
     write_json(run_dir / "metrics.json", metrics, "the run's metrics")

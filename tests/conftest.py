@@ -18,6 +18,8 @@ ARCHIVES = Path(os.environ.get("MNIST_TF_TEST_ARCHIVES", REPO.parent / "shared" 
 TEST_DATA_DIR = Path(os.environ.get("MNIST_TF_TEST_DATA_DIR", REPO / ".cache" / "tfds"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `--mixed-precision auto` caches its measurement here, not in the user's home.
+os.environ.setdefault("MNIST_TF_CACHE_DIR", str(REPO / ".cache" / "mnist-tf"))
 
 
 def archives_present() -> bool:
