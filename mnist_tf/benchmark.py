@@ -376,16 +376,13 @@ def machine() -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    cpuinfo: dict[str, str] = {}  # The first core's fields; every core reports the same.
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            cpuinfo.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    from mnist_tf.precision import cpu_name
+    from mnist_tf.precision import cpuinfo as read_cpuinfo
+
+    cpuinfo = read_cpuinfo()
     flags = set(cpuinfo.get("flags", "").split())
     return {
-        "cpu": cpuinfo.get("model name") or platform.processor(),
+        "cpu": cpu_name(),
         # The units that decide bfloat16 speed: AVX-512 BF16 dot products, AMX tiles.
         "cpu_features": [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags],
         "cores": os.cpu_count(),

@@ -46,7 +46,7 @@ def load_keras(path: Path):
 
     try:
         return keras.models.load_model(path)
-    except Exception as e:  # Keras raises many types for a bad archive.
+    except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad archive)
         raise UserError(
             f"{path} is not a readable Keras model ({type(e).__name__}): pass a model.keras written by mnist-tf train"
         ) from None
@@ -58,7 +58,7 @@ def load_saved_model(path: Path) -> ProbaFn:
 
     try:
         loaded = tf.saved_model.load(str(path))
-    except Exception as e:  # TF raises several types for a broken SavedModel.
+    except Exception as e:  # noqa: BLE001  (TF raises several types for a broken SavedModel)
         raise UserError(
             f"{path} is not a readable SavedModel ({type(e).__name__}): "
             "pass a version folder written by mnist-tf export"

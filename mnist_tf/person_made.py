@@ -50,7 +50,7 @@ def _pen(ink: np.ndarray, width: float) -> np.ndarray:
     then anti-aliased."""
     size = ink.shape[0]
     mask = Image.fromarray(((ink > 0.5) * 255).astype(np.uint8))
-    radius = int(round(abs(width - 1.0) * 1.25 * size / 28))
+    radius = round(abs(width - 1.0) * 1.25 * size / 28)
     if radius and width > 1:
         mask = mask.filter(ImageFilter.MaxFilter(2 * radius + 1))
     elif radius:

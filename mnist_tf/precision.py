@@ -35,8 +35,8 @@ def cache_path() -> Path:
     return Path(base) / "precision.json"
 
 
-def cpu_name() -> str:
-    """The CPU's model name, family and model numbers (machines of one name can differ in the latter)."""
+def cpuinfo() -> dict[str, str]:
+    """The first core's fields of /proc/cpuinfo (every core reports the same); empty where there is none."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -44,8 +44,14 @@ def cpu_name() -> str:
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU's model name, family and model numbers (machines of one name can differ in the latter)."""
     import platform
 
+    fields = cpuinfo()
     name = fields.get("model name") or platform.processor() or platform.machine()
     return f"{name} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from mnist_tf.person_made import SETS
+from conftest import ARCHIVES, TEST_DATA_DIR
 from test_cli import run
 
-from conftest import ARCHIVES, TEST_DATA_DIR
+from mnist_tf.person_made import SETS
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, real_source):
-    real_source  # prepared once
+    del real_source  # requested so that MNIST is prepared once, where the CLI below finds it
     run_dir = tmp_path_factory.mktemp("quick") / "run"
     data = ["--data-dir", TEST_DATA_DIR, "--manual-dir", ARCHIVES]
     result = run("train", "--epochs", "2", "--train-examples", "20000", "--run-dir", run_dir, *data)

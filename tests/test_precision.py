@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from test_cli import QUICK, run
 
 from mnist_tf import config, precision
-from test_cli import QUICK, run
 
 
 @pytest.fixture
