@@ -110,11 +110,14 @@ def test_signatures_have_the_documented_names_dtypes_and_shapes(loaded):
         assert args == ()
         assert {k: (v.shape.as_list(), v.dtype) for k, v in kwargs.items()} == inputs
         outputs = {k: (v.shape.as_list(), v.dtype) for k, v in signature.structured_outputs.items()}
-        assert outputs == {
+        expected = {
             "probabilities": ([None, 10], tf.float32),
             "class_id": ([None], tf.int64),
             "logits": ([None, 10], tf.float32),
         }
+        if name == "serving_bytes":  # also what the model saw, and whether a digit was found
+            expected.update({"image": ([None, 28, 28, 1], tf.uint8), "blank": ([None], tf.bool)})
+        assert outputs == expected
 
 
 @pytest.mark.slow
@@ -144,9 +147,20 @@ def test_bytes_signature_gives_the_classes_of_the_pixel_signature(loaded, test_a
     encoded = [png(image, "L") for image in images[:48]]
     encoded += [png(image, "RGB") for image in images[48:56]] + [png(image, "RGBA") for image in images[56:]]
     by_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded))
-    by_pixels = loaded.signatures["serving_default"](image=tf.constant(images))
+    # The bytes are put in MNIST's form first, by the function predict runs too.
+    from mnist_tf.images import to_mnist
+
+    prepared = np.stack([to_mnist(image)[0] for image in images])
+    seen = by_bytes["image"].numpy()
+    np.testing.assert_array_equal(seen[:48], prepared[:48])  # grey PNGs: the very same pixels
+    assert np.abs(seen[48:].astype(int) - prepared[48:].astype(int)).max() <= 1  # colour: luma rounding
+    assert not by_bytes["blank"].numpy().any()
+    by_pixels = loaded.signatures["serving_default"](image=tf.constant(seen))
     np.testing.assert_array_equal(by_bytes["class_id"].numpy(), by_pixels["class_id"].numpy())
     np.testing.assert_allclose(by_bytes["probabilities"].numpy(), by_pixels["probabilities"].numpy(), atol=1e-5)
+    # MNIST's own digits, prepared again, still read as the raw ones do.
+    raw = loaded.signatures["serving_default"](image=tf.constant(images))["class_id"].numpy()
+    assert (by_bytes["class_id"].numpy() == raw).mean() >= 0.95
 
 
 @pytest.mark.slow
