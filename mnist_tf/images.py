@@ -9,7 +9,7 @@ page with grey paper and uneven light, a thick marker, a transparent canvas.
 
     1. grey: colour by ITU-R 601 luma; transparent pixels become paper of the
        colour that contrasts with the ink (a canvas may draw black or white);
-    2. shrink: the longer side to at most WORK_SIDE pixels (area filter);
+    2. shrink: the longer side to at most WORK_SIDE pixels (halved by averaging, then bilinear);
     3. polarity: the background is the bulk of the picture, so the side of the
        median the extremes are farther from is the ink: light paper is inverted;
     4. lighting: a smooth quadratic surface fitted to the background pixels is
