@@ -85,18 +85,17 @@ def _histogram(values):
     return tf.math.unsorted_segment_sum(tf.ones_like(values), bins, _BINS)
 
 
-def _percentiles(values, qs):
-    """The values (to 1/_BINS) below which fractions `qs` of `values` in [0,1] lie."""
+def _percentiles(hist, qs):
+    """The values (to 1/_BINS) below which fractions `qs` of the values counted in `hist` lie."""
     tf = _tf()
-    cumulative = tf.cumsum(_histogram(values))
+    cumulative = tf.cumsum(hist)
     total = cumulative[-1]
     return [tf.cast(tf.argmax(tf.cast(cumulative >= q * total, tf.int32)), tf.float32) / _BINS for q in qs]
 
 
-def _otsu(values):
-    """Otsu's threshold of `values` in [0, 1]: the cut that best separates two classes."""
+def _otsu(hist):
+    """Otsu's threshold of the values counted in `hist`: the cut that best separates two classes."""
     tf = _tf()
-    hist = _histogram(values)
     centres = (tf.range(_BINS, dtype=tf.float32) + 0.5) / _BINS
     weight = tf.cumsum(hist)
     mass = tf.cumsum(hist * centres)
@@ -175,7 +174,7 @@ def _flatten_lighting(ink):
     # The fit reads every 4th pixel of every 4th row: the surface is smooth, the picture need not be.
     sample = tf.reshape(ink[::4, ::4], [-1])
     sample_basis = tf.reshape(basis[::4, ::4], [-1, 6])
-    weights = tf.cast(sample < _otsu(sample), tf.float32)  # The paper's pixels.
+    weights = tf.cast(sample < _otsu(_histogram(sample)), tf.float32)  # The paper's pixels.
     # Least squares on the paper's pixels: (A^T W A + l I) c = A^T W b, a 6x6 system.
     weighted = sample_basis * weights[:, None]
     normal = tf.matmul(weighted, sample_basis, transpose_a=True) + 1e-3 * tf.eye(6)
@@ -183,7 +182,9 @@ def _flatten_lighting(ink):
     background = tf.reshape(tf.matmul(tf.reshape(basis, [-1, 6]), coefficients), size)
     # Too few paper pixels to fit a surface: the picture is mostly ink; take the median as the paper.
     enough = tf.reduce_sum(weights) >= 24
-    background = tf.where(enough, background, _percentiles(tf.reshape(ink, [-1]), [0.5])[0] * tf.ones_like(ink))
+    background = tf.cond(
+        enough, lambda: background, lambda: _percentiles(_histogram(tf.reshape(ink, [-1])), [0.5])[0] * tf.ones_like(ink)
+    )
     return tf.nn.relu(ink - background)
 
 
@@ -257,18 +258,19 @@ def _ink(pixels):
     """The ink of a picture, light on black, in [0,1] at working size [h,w], and whether there is any."""
     tf = _tf()
     grey = _plane(_shrink(_grey(pixels)))
-    median = _percentiles(tf.reshape(grey, [-1]), [0.5])[0]
+    median = _percentiles(_histogram(tf.reshape(grey, [-1])), [0.5])[0]
     smoothed = tf.nn.avg_pool2d(_as_image(grey), 3, 1, "SAME")  # Extremes of strokes, not of single-pixel noise.
     low, high = tf.reduce_min(smoothed), tf.reduce_max(smoothed)
     ink = tf.where(median - low > high - median, 1.0 - grey, grey)  # Light paper: dark ink becomes light.
     ink = _flatten_lighting(ink)
     flat = tf.reshape(ink, [-1])
-    median, spread = _percentiles(flat, [0.5, 0.75])
+    hist = _histogram(flat)  # One pass over the pixels serves the percentiles and Otsu's cut.
+    median, spread = _percentiles(hist, [0.5, 0.75])
     peak = tf.reduce_max(tf.nn.avg_pool2d(_as_image(ink), 3, 1, "SAME"))
     has_ink = peak - median >= MIN_CONTRAST
     # The cut: Otsu's, but above the paper's noise (a few robust spreads) and below most of the ink.
     noise = median + 6.0 * (spread - median)
-    cut = tf.minimum(tf.maximum(_otsu(flat), noise), 0.6 * peak)
+    cut = tf.minimum(tf.maximum(_otsu(hist), noise), 0.6 * peak)
     mask = ink > cut
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
@@ -280,7 +282,7 @@ def _ink(pixels):
     # The ink's full strength: the 90th percentile of the pixels above the cut (the others count as 0,
     # below every one of them, so it is the percentile 1 - 10% of their share of all pixels).
     share = tf.reduce_mean(tf.cast(mask, tf.float32))
-    full = _percentiles(tf.reshape(tf.where(mask, ink, 0.0), [-1]), [1.0 - 0.1 * share])[0]
+    full = _percentiles(_histogram(tf.reshape(tf.where(mask, ink, 0.0), [-1])), [1.0 - 0.1 * share])[0]
     soft = tf.clip_by_value((ink - 0.5 * cut) / tf.maximum(full - 0.5 * cut, 1e-3), 0.0, 1.0)
     soft = soft * keep * (1.0 - tf.cast(edges, tf.float32))
     return soft, has_ink & (tf.reduce_max(soft) > 0.0)
