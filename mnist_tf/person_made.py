@@ -227,7 +227,11 @@ def evaluate(
     progress(f"rendering {len(labels)} test digits in {len(kinds)} person-made sets into {out / 'sets'}")
     files = write_sets(images, labels, Path(out) / "sets", kinds)
     progress("scoring mnist-tf predict's path")
-    report: dict[str, Any] = {"model": str(model_path), "sets": {}, "predict": score(files, predict_fn(model_path))}
+    report: dict[str, Any] = {
+        "model": str(model_path),
+        "sets": {kind: str(Path(out) / "sets" / kind) for kind in kinds},
+        "predict": score(files, predict_fn(model_path)),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         if model_path.suffix == ".keras":
             from mnist_tf.model import float32_copy
@@ -240,7 +244,6 @@ def evaluate(
         if saved is not None:
             progress(f"scoring the SavedModel's {export.BYTES_SIGNATURE} signature")
             report[export.BYTES_SIGNATURE] = score(files, serving_bytes_fn(saved))
-    report["sets"] = {kind: str(Path(out) / "sets" / kind) for kind in kinds}
     return report
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -83,24 +81,15 @@ def test_serving_bytes_answers_a_picture_without_a_digit_with_class_minus_one(se
     assert (out["image"][0] == 0).all() and np.isfinite(out["logits"]).all()
 
 
-def black_png(width: int, height: int) -> bytes:
-    """A decodable PNG of black pixels, compressed row by row (never an array here)."""
+def test_serving_bytes_takes_a_huge_picture_up_to_the_limit_and_refuses_past_it(serving_bytes, tmp_path):
+    from test_predict import big_black_png
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    compressor = zlib.compressobj(9)
-    row = b"\0" * (width + 1)
-    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-
-
-def test_serving_bytes_takes_a_huge_picture_up_to_the_limit_and_refuses_past_it(serving_bytes):
     assert 7000 * 7000 <= MAX_PIXELS < 7100 * 7100
-    assert serving_bytes(black_png(7000, 7000))["blank"].tolist() == [True]
+    for side in (7000, 7100):
+        big_black_png(tmp_path / f"{side}.png", side, side)
+    assert serving_bytes((tmp_path / "7000.png").read_bytes())["blank"].tolist() == [True]
     with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
-        serving_bytes(black_png(7100, 7100))
+        serving_bytes((tmp_path / "7100.png").read_bytes())
 
 
 def assert_mnist_input(image: np.ndarray, blank: bool) -> None:
