@@ -278,7 +278,7 @@ def _leaves(array: np.ndarray, as_bytes: bool) -> list[str]:
         dtype = np.float32 if array.dtype.itemsize <= 4 else np.float64
         return [format_float(float(v), dtype) for v in flat]
     if kind in "iu":
-        return [str(v) for v in flat.tolist()]
+        return list(map(str, flat.tolist()))
     if kind == "b":
         return ["true" if v else "false" for v in flat.tolist()]
     values = [v if isinstance(v, bytes) else str(v).encode() for v in flat]
@@ -297,7 +297,10 @@ def _nest(leaves: list[str], shape: tuple[int, ...]) -> str:
 
 
 def _tensor_json(name: str, array: np.ndarray) -> str:
-    return _nest(_leaves(array, name.endswith("_bytes")), array.shape)
+    leaves, shape = _leaves(array, name.endswith("_bytes")), array.shape
+    while len(shape) > 1 and shape[-1] == 1:  # An image's [..., 1]: bracket each leaf at once, not one join each.
+        leaves, shape = [f"[{leaf}]" for leaf in leaves], shape[:-1]
+    return _nest(leaves, shape)
 
 
 def response_json(outputs: Mapping[str, np.ndarray], row: bool) -> str:
