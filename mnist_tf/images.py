@@ -246,28 +246,38 @@ def _smooth(image):
 def _regions(mask):
     """Labels the 8-connected regions of a boolean [h,w] mask (0 = no ink) with their largest cell number.
 
-    Every ink cell starts as its own number; each turn, a cell takes the largest label around it, then
-    the label of the cell its label names (that cell is in the same region and its label is at least as
-    large): labels travel along chains, so a long stroke takes a few turns rather than one per cell.
+    Every ink cell starts as its own number (1..h*w); each step, a cell takes the largest label among its
+    3x3 neighbours, then the label of the cell its label names (that cell is in the same region and its
+    label is at least as large), so labels travel along chains: a long stroke takes a few turns, not one
+    per cell. The loop stops when a turn changes nothing.
     """
     tf = _tf()
     h, w = tf.shape(mask)[0], tf.shape(mask)[1]
-    keep = _as_image(tf.cast(mask, tf.float32))
-    initial = keep * _as_image(tf.reshape(tf.cast(tf.range(1, h * w + 1), tf.float32), [h, w]))
+    numbers = tf.reshape(tf.range(1, h * w + 1), [h, w])
+    around = tf.pad(numbers, [[1, 1], [1, 1]])  # 0: outside the picture, whose label is always 0.
+    neighbours = tf.reshape(
+        tf.stack([around[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=2), [-1, 9]
+    )
+    keep = tf.reshape(tf.cast(mask, tf.int32), [-1])
 
-    def step(labels, _):
-        grown = _dilate(labels) * keep
-        flat = tf.reshape(grown, [-1])
-        jumped = tf.reshape(tf.gather(tf.concat([[0.0], flat], 0), tf.cast(flat, tf.int32)), tf.shape(labels))
-        return jumped, tf.reduce_any(tf.not_equal(jumped, labels))
+    def label_of(labels, cells):  # labels: [h*w] for cells 1..h*w; cell 0 (none) has label 0.
+        return tf.gather(tf.concat([[0], labels], 0), cells)
+
+    def turn(labels, _):
+        grown = labels
+        for _ in range(2):
+            grown = tf.reduce_max(label_of(grown, neighbours), axis=1) * keep
+        for _ in range(2):
+            grown = label_of(grown, grown)
+        return grown, tf.reduce_any(tf.not_equal(grown, labels))
 
     labels, _ = tf.while_loop(
         lambda labels, changed: changed,
-        step,
-        (initial, tf.constant(True)),
+        turn,
+        (keep * tf.reshape(numbers, [-1]), tf.constant(True)),
         maximum_iterations=h * w + 1,  # A region's longest path has at most h*w cells.
     )
-    return tf.cast(_plane(labels), tf.int32)
+    return tf.reshape(labels, [h, w])
 
 
 def _keep_mask(mask):
