@@ -182,7 +182,9 @@ def _flatten_lighting(ink):
     # Too few paper pixels to fit a surface: the picture is mostly ink; take the median as the paper.
     enough = tf.reduce_sum(weights) >= 24
     background = tf.cond(
-        enough, lambda: background, lambda: _percentiles(_histogram(tf.reshape(ink, [-1])), [0.5])[0] * tf.ones_like(ink)
+        enough,
+        lambda: background,
+        lambda: _percentiles(_histogram(tf.reshape(ink, [-1])), [0.5])[0] * tf.ones_like(ink),
     )
     return tf.nn.relu(ink - background)
 

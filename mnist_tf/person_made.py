@@ -184,7 +184,9 @@ def serving_bytes_fn(saved_model: Path) -> Callable[[list[Path]], np.ndarray]:
 
     loaded = tf.saved_model.load(str(saved_model))
     if BYTES_SIGNATURE not in loaded.signatures:
-        raise UserError(f"{saved_model} has no {BYTES_SIGNATURE} signature: export the model again with mnist-tf export")
+        raise UserError(
+            f"{saved_model} has no {BYTES_SIGNATURE} signature: export the model again with mnist-tf export"
+        )
 
     def classify(paths: list[Path], batch: int = 64) -> np.ndarray:
         signature = loaded.signatures[BYTES_SIGNATURE]

@@ -104,7 +104,9 @@ PICTURES = st.one_of(
     arrays(np.uint8, st.tuples(st.integers(1, 120), st.integers(1, 120), st.sampled_from([1, 2, 3, 4]))),
     arrays(np.uint16, st.tuples(st.integers(1, 60), st.integers(1, 60), st.sampled_from([1, 3]))),
     arrays(np.float32, st.tuples(st.integers(1, 60), st.integers(1, 60)), elements=st.floats(width=32)),
-    st.builds(lambda v, h, w: np.full((h, w), v, np.uint8), st.integers(0, 255), st.integers(1, 300), st.integers(1, 300)),
+    st.builds(
+        lambda v, h, w: np.full((h, w), v, np.uint8), st.integers(0, 255), st.integers(1, 300), st.integers(1, 300)
+    ),
 )
 
 
@@ -120,7 +122,9 @@ def test_fuzz_to_mnist_on_arrays_of_every_size_and_kind(pixels):
     cut=st.none() | st.integers(0, 300),
     noise=st.binary(max_size=64),
 )
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 def test_fuzz_serving_bytes_on_pictures_and_random_bytes(serving_bytes, pixels, fmt, cut, noise):
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     buffer = io.BytesIO()

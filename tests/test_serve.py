@@ -91,7 +91,10 @@ def test_metadata_lists_the_saved_models_signatures(client):
         signatures = body["metadata"]["signature_def"]["signature_def"]
         assert signatures["serving_default"]["inputs"]["image"]["dtype"] == "DT_UINT8"
         assert [d["size"] for d in signatures["serving_default"]["inputs"]["image"]["tensor_shape"]["dim"]] == [
-            "-1", "28", "28", "1"
+            "-1",
+            "28",
+            "28",
+            "1",
         ]
         assert signatures["serving_bytes"]["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
         assert signatures["serving_bytes"]["method_name"] == "tensorflow/serving/predict"
@@ -172,28 +175,118 @@ ERRORS = {
     "both keys": (PREDICT, {"instances": [1], "inputs": [1]}, 400, "expecting only one of 'inputs' or 'instances'"),
     "instances not a list": (PREDICT, {"instances": 1}, 400, "Expecting 'instances' to be an list/array"),
     "no instances": (PREDICT, {"instances": []}, 400, "No values in 'instances' array"),
-    "signature_name not a string": (PREDICT, {"signature_name": 1, "instances": [1]}, 400, "'signature_name' key must be a string value"),
-    "float for uint8": (PREDICT, {"instances": [[[[1.5]] * 28] * 28]}, 400, "JSON Value: 1.5 Type: Number is not of expected type: uint8"),
-    "string for uint8": (PREDICT, {"inputs": [[["a"]]]}, 400, 'JSON Value: "a" Type: String is not of expected type: uint8'),
+    "signature_name not a string": (
+        PREDICT,
+        {"signature_name": 1, "instances": [1]},
+        400,
+        "'signature_name' key must be a string value",
+    ),
+    "float for uint8": (
+        PREDICT,
+        {"instances": [[[[1.5]] * 28] * 28]},
+        400,
+        "JSON Value: 1.5 Type: Number is not of expected type: uint8",
+    ),
+    "string for uint8": (
+        PREDICT,
+        {"inputs": [[["a"]]]},
+        400,
+        'JSON Value: "a" Type: String is not of expected type: uint8',
+    ),
     "b64 for uint8": (PREDICT, {"instances": [{"b64": "AA=="}]}, 400, "Type: Object is not of expected type: uint8"),
-    "uint8 out of range": (PREDICT, {"instances": [[[[300]] * 28] * 28]}, 400, "JSON Value: 300 Type: Number is not of expected type: uint8"),
-    "wrong shape": (PREDICT, {"instances": [[[0] * 28] * 28]}, 400, "Shape of tensor image [1,28,28] is not compatible with expected shape [?,28,28,1]."),
-    "ragged list": (PREDICT, {"inputs": [[1, 2], [3]]}, 400, "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
-    "instances of two shapes": (PREDICT, {"instances": [[1, 2], [3]]}, 400, "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 2 but got: 1"),
-    "object among lists": (PREDICT, {"instances": [[1], {"image": [1]}]}, 400, "Expecting value/list but got object at item 1 of input list"),
-    "unknown input name": (PREDICT, {"instances": [{"pixels": [1]}]}, 400, "JSON object: does not have named input: pixels"),
-    "bad base64": (PREDICT, {"signature_name": "serving_bytes", "instances": [{"b64": "@@@@"}]}, 400, "Unable to base64 decode"),
-    "bytes that are no image": (PREDICT, {"signature_name": "serving_bytes", "instances": [b64(b"hello")]}, 400, "Unknown image file format"),
-    "too many instances": (PREDICT, {"instances": [PIXELS] * 5}, 400, "too many instances: 5 in one request, the limit is 4"),
+    "uint8 out of range": (
+        PREDICT,
+        {"instances": [[[[300]] * 28] * 28]},
+        400,
+        "JSON Value: 300 Type: Number is not of expected type: uint8",
+    ),
+    "wrong shape": (
+        PREDICT,
+        {"instances": [[[0] * 28] * 28]},
+        400,
+        "Shape of tensor image [1,28,28] is not compatible with expected shape [?,28,28,1].",
+    ),
+    "ragged list": (
+        PREDICT,
+        {"inputs": [[1, 2], [3]]},
+        400,
+        "Encountered list at unexpected size: 1 at level: 1 expected size: 2",
+    ),
+    "instances of two shapes": (
+        PREDICT,
+        {"instances": [[1, 2], [3]]},
+        400,
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 2 but got: 1",
+    ),
+    "object among lists": (
+        PREDICT,
+        {"instances": [[1], {"image": [1]}]},
+        400,
+        "Expecting value/list but got object at item 1 of input list",
+    ),
+    "unknown input name": (
+        PREDICT,
+        {"instances": [{"pixels": [1]}]},
+        400,
+        "JSON object: does not have named input: pixels",
+    ),
+    "bad base64": (
+        PREDICT,
+        {"signature_name": "serving_bytes", "instances": [{"b64": "@@@@"}]},
+        400,
+        "Unable to base64 decode",
+    ),
+    "bytes that are no image": (
+        PREDICT,
+        {"signature_name": "serving_bytes", "instances": [b64(b"hello")]},
+        400,
+        "Unknown image file format",
+    ),
+    "too many instances": (
+        PREDICT,
+        {"instances": [PIXELS] * 5},
+        400,
+        "too many instances: 5 in one request, the limit is 4",
+    ),
     "oversized body": (PREDICT, b'{"instances": [' + b"0," * 120_000 + b"0]}", 413, "request body too large"),
-    "too many pixels": (PREDICT, {"signature_name": "serving_bytes", "instances": [b64(png_bytes(np.zeros((101, 100), np.uint8)))]}, 400, "image too large: 100x101 pixels in item 0, the limit is 10,000 pixels"),
-    "unknown signature": (PREDICT, {"signature_name": "nope", "instances": [1]}, 400, 'Serving signature name: "nope" not found in signature def'),
-    "unknown model": ("/v1/models/mnist2:predict", {"instances": [PIXELS]}, 404, "Servable not found for request: Latest(mnist2)"),
-    "unknown version": ("/v1/models/mnist/versions/9:predict", {"instances": [PIXELS]}, 404, "Servable not found for request: Specific(mnist, 9)"),
-    "classify": ("/v1/models/mnist:classify", {"examples": []}, 400, "Expected classify signature method_name to be tensorflow/serving/classify"),
+    "too many pixels": (
+        PREDICT,
+        {"signature_name": "serving_bytes", "instances": [b64(png_bytes(np.zeros((101, 100), np.uint8)))]},
+        400,
+        "image too large: 100x101 pixels in item 0, the limit is 10,000 pixels",
+    ),
+    "unknown signature": (
+        PREDICT,
+        {"signature_name": "nope", "instances": [1]},
+        400,
+        'Serving signature name: "nope" not found in signature def',
+    ),
+    "unknown model": (
+        "/v1/models/mnist2:predict",
+        {"instances": [PIXELS]},
+        404,
+        "Servable not found for request: Latest(mnist2)",
+    ),
+    "unknown version": (
+        "/v1/models/mnist/versions/9:predict",
+        {"instances": [PIXELS]},
+        404,
+        "Servable not found for request: Specific(mnist, 9)",
+    ),
+    "classify": (
+        "/v1/models/mnist:classify",
+        {"examples": []},
+        400,
+        "Expected classify signature method_name to be tensorflow/serving/classify",
+    ),
     "status of unknown model": ("/v1/models/mnist2", None, 404, "Could not find any versions of model mnist2"),
     "status of unknown version": ("/v1/models/mnist/versions/9", None, 404, "Could not find version 9 of model mnist"),
-    "metadata of unknown version": ("/v1/models/mnist/versions/9/metadata", None, 404, "Servable not found for request: Specific(mnist, 9)"),
+    "metadata of unknown version": (
+        "/v1/models/mnist/versions/9/metadata",
+        None,
+        404,
+        "Servable not found for request: Specific(mnist, 9)",
+    ),
     "no model name": ("/v1/models", None, 400, "Missing model name in request."),
     "malformed path": ("/v1/nothing/here", None, 400, "Malformed request: GET /v1/nothing/here"),
 }
@@ -236,7 +329,15 @@ def test_predict_through_the_server(server, reference, tmp_path):
     expected = reference("serving_bytes", image_bytes=np.array([good.read_bytes()], object))
     digit = int(expected["class_id"][0])
     result = CliRunner().invoke(
-        main, ["predict", "--server", server.url + "/", str(good), str(tmp_path / "missing.png"), str(tmp_path / "notes.txt")]
+        main,
+        [
+            "predict",
+            "--server",
+            server.url + "/",
+            str(good),
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "notes.txt"),
+        ],
     )
     assert result.exit_code == 1, result.output
     assert f"{good}: {digit} ({expected['probabilities'][0][digit]:.1%})" in result.output
@@ -244,7 +345,9 @@ def test_predict_through_the_server(server, reference, tmp_path):
     assert f"{tmp_path / 'notes.txt'}: error: Unknown image file format" in result.output
     as_json = CliRunner().invoke(main, ["predict", "--server", server.url, "--json", str(good)])
     assert as_json.exit_code == 0 and json.loads(as_json.output)[0]["digit"] == digit
-    shown = CliRunner().invoke(main, ["predict", "--server", server.url, "--show", str(tmp_path / "saw.png"), str(good)])
+    shown = CliRunner().invoke(
+        main, ["predict", "--server", server.url, "--show", str(tmp_path / "saw.png"), str(good)]
+    )
     assert shown.exit_code == 0 and (tmp_path / "saw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -316,8 +419,9 @@ def test_concurrent_requests_each_get_their_own_answer(client, server, reference
     import asyncio
 
     data = [png_bytes(digit_image(seed)) for seed in range(8)]
-    bodies = [{"signature_name": "serving_bytes", "instances": [b64(d if i % 3 else b"no image")]}
-              for i, d in enumerate(data)]
+    bodies = [
+        {"signature_name": "serving_bytes", "instances": [b64(d if i % 3 else b"no image")]} for i, d in enumerate(data)
+    ]
 
     async def send_all():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:

@@ -62,9 +62,19 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1100,960", "--force-device-scale-factor=1"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1100,960",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -83,8 +93,16 @@ def thin(ink: np.ndarray) -> np.ndarray:
         for step in (0, 1):
             remove = []
             for y, x in zip(*np.nonzero(ink)):
-                n = [ink[y - 1, x], ink[y - 1, x + 1], ink[y, x + 1], ink[y + 1, x + 1],
-                     ink[y + 1, x], ink[y + 1, x - 1], ink[y, x - 1], ink[y - 1, x - 1]]
+                n = [
+                    ink[y - 1, x],
+                    ink[y - 1, x + 1],
+                    ink[y, x + 1],
+                    ink[y + 1, x + 1],
+                    ink[y + 1, x],
+                    ink[y + 1, x - 1],
+                    ink[y, x - 1],
+                    ink[y - 1, x - 1],
+                ]
                 transitions = sum(not n[i] and n[(i + 1) % 8] for i in range(8))
                 if not (2 <= sum(n) <= 6 and transitions == 1):
                     continue
@@ -105,8 +123,12 @@ def strokes(image: np.ndarray, threshold: int = 128) -> list[list[tuple[int, int
     done: set[tuple[int, int]] = set()
 
     def neighbours(p):
-        return [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy or dx)
-                and (p[0] + dy, p[1] + dx) in left | done]
+        return [
+            (p[0] + dy, p[1] + dx)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if (dy or dx) and (p[0] + dy, p[1] + dx) in left | done
+        ]
 
     lines = []
     while left:
@@ -191,8 +213,11 @@ def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
     assert browser.find_element(By.ID, "digit").text == "?"
 
     # Upload: a test digit's PNG, which the model itself reads correctly, is shown as that digit.
-    upload = next(i for i in range(len(labels)) if labels[i] != 3
-                  and serving_bytes_class(version, png_bytes(images[i])) == labels[i])
+    upload = next(
+        i
+        for i in range(len(labels))
+        if labels[i] != 3 and serving_bytes_class(version, png_bytes(images[i])) == labels[i]
+    )
     path = tmp_path / "digit.png"
     path.write_bytes(png_bytes(images[upload]))
     browser.find_element(By.ID, "file").send_keys(str(path))
@@ -200,8 +225,11 @@ def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
 
     # Drop, then paste: dark ink on light paper this time, read as the same digit by the model's preprocessing.
     for how in ("drop", "paste"):
-        dark = next(i for i in range(upload + 1, len(labels)) if labels[i] != labels[upload]
-                    and serving_bytes_class(version, png_bytes(255 - images[i])) == labels[i])
+        dark = next(
+            i
+            for i in range(upload + 1, len(labels))
+            if labels[i] != labels[upload] and serving_bytes_class(version, png_bytes(255 - images[i])) == labels[i]
+        )
         browser.execute_script(DROP_OR_PASTE, base64.b64encode(png_bytes(255 - images[dark])).decode(), how)
         assert shown(browser) == str(labels[dark]), how
         upload = dark
@@ -224,10 +252,13 @@ def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
     # The 28x28 the model saw, shown where the model returns it.
     assert browser.find_element(By.ID, "seen-figure").is_displayed() == ("image" in outputs)
     if "image" in outputs:
-        assert browser.execute_script(
-            "const d = document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data;"
-            "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;"
-        ) > 0
+        assert (
+            browser.execute_script(
+                "const d = document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data;"
+                "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;"
+            )
+            > 0
+        )
 
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

@@ -1,11 +1,11 @@
 """`mnist-tf serve`: TF Serving's REST API and a draw-a-digit page, for trying a model locally.
 
-    holder.py  loads the newest SavedModel version, picks up newer ones, runs signatures off the event loop
-    rest.py    TF Serving's JSON request and response formats and error messages
-    limits.py  per-request limits (body size, instances, image pixels)
-    app.py     the Starlette routes
-    server.py  uvicorn, the access log, clean shutdown
-    client.py  `mnist-tf predict --server`: the same API from the client side
-    load.py    the load benchmark (`mnist-tf benchmark --part serve`)
-    static/    the page: index.html, app.js, style.css
+holder.py  loads the newest SavedModel version, picks up newer ones, runs signatures off the event loop
+rest.py    TF Serving's JSON request and response formats and error messages
+limits.py  per-request limits (body size, instances, image pixels)
+app.py     the Starlette routes
+server.py  uvicorn, the access log, clean shutdown
+client.py  `mnist-tf predict --server`: the same API from the client side
+load.py    the load benchmark (`mnist-tf benchmark --part serve`)
+static/    the page: index.html, app.js, style.css
 """

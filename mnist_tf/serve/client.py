@@ -77,7 +77,9 @@ def predict_files_on_server(
                 results.append(Prediction(file=str(path), error=str(e)))
                 continue
             except httpx.HTTPError as e:
-                raise UserError(f"cannot reach {server} ({type(e).__name__}: {e}): start mnist-tf serve or check --server")
+                raise UserError(
+                    f"cannot reach {server} ({type(e).__name__}: {e}): start mnist-tf serve or check --server"
+                )
             results.append(_answer(str(path), response, server))
     return results
 

@@ -73,8 +73,24 @@ class Servable:
 
 
 # TF status code -> HTTP status, as tensorflow_serving/model_servers/http_server.cc maps them.
-_HTTP_STATUS = {1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409, 11: 400, 12: 501,
-                13: 500, 14: 503, 15: 500, 16: 401}
+_HTTP_STATUS = {
+    1: 499,
+    2: 500,
+    3: 400,
+    4: 504,
+    5: 404,
+    6: 409,
+    7: 403,
+    8: 429,
+    9: 400,
+    10: 409,
+    11: 400,
+    12: 501,
+    13: 500,
+    14: 503,
+    15: 500,
+    16: 401,
+}
 
 
 def tf_message(message: str) -> str:
@@ -122,8 +138,10 @@ class ModelHolder:
             )
         found = versions(self.base)
         if not found:
-            raise UserError(f"no SavedModel versions (folders 1, 2, ...) in {self.base}: run mnist-tf export first "
-                            "and pass OUT/saved_model/mnist")
+            raise UserError(
+                f"no SavedModel versions (folders 1, 2, ...) in {self.base}: run mnist-tf export first "
+                "and pass OUT/saved_model/mnist"
+            )
         self._load(found[-1], fail=True)
         if self.poll_seconds > 0:
             self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
@@ -180,8 +198,10 @@ class ModelHolder:
                 {
                     "version": str(v),
                     "state": self.states[v][0],
-                    "status": {"error_code": "UNKNOWN" if self.states[v][1] else "OK",
-                               "error_message": self.states[v][1]},
+                    "status": {
+                        "error_code": "UNKNOWN" if self.states[v][1] else "OK",
+                        "error_message": self.states[v][1],
+                    },
                 }
                 for v in chosen
             ]

@@ -26,8 +26,9 @@ async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, li
 
     def too_large(size: str) -> RestError:
         return RestError(
-            413, f"request body too large: {size} bytes, the limit is {limit:,} (--max-body-bytes); "
-            "send fewer or smaller images per request"
+            413,
+            f"request body too large: {size} bytes, the limit is {limit:,} (--max-body-bytes); "
+            "send fewer or smaller images per request",
         )
 
     if content_length and content_length.isdigit() and int(content_length) > limit:

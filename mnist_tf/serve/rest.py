@@ -42,7 +42,12 @@ _MAX_DEBUG_CHARS = 256
 class RestError(Exception):
     """A request TF Serving would refuse: the HTTP status and the `error` message."""
 
-    CODES: ClassVar[dict[int, str]] = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED"}
+    CODES: ClassVar[dict[int, str]] = {
+        400: "INVALID_ARGUMENT",
+        404: "NOT_FOUND",
+        413: "INVALID_ARGUMENT",
+        501: "UNIMPLEMENTED",
+    }
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -101,9 +106,7 @@ def _is_element_object(value: Any) -> bool:
 
 
 def _type_error(value: Any, dtype: str) -> RestError:
-    return invalid(
-        f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: {dtype}"
-    )
+    return invalid(f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: {dtype}")
 
 
 def _decode_b64(value: Any) -> bytes:
@@ -317,7 +320,9 @@ def response_json(outputs: Mapping[str, np.ndarray], row: bool) -> str:
         if outputs[name].ndim == 0:
             raise invalid(f"Tensor name: {name} has no shape information ")
         if batch is not None and outputs[name].shape[0] != batch:
-            raise invalid(f"Tensor name: {name} has inconsistent batch size: {outputs[name].shape[0]} expecting: {batch}")
+            raise invalid(
+                f"Tensor name: {name} has inconsistent batch size: {outputs[name].shape[0]} expecting: {batch}"
+            )
         batch = outputs[name].shape[0]
     items = []
     for i in range(batch or 0):
