@@ -5,7 +5,6 @@ TensorFlow is imported inside each command, so `--help` answers at once.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -79,10 +78,9 @@ def main() -> None:
 @click.option(
     "--jit",
     type=click.Choice(["auto", "on", "off"]),
-    default="auto",
     is_flag=False,
     flag_value="on",
-    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on).",
+    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on) [auto].",
 )
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
 @click.option(
@@ -98,7 +96,18 @@ def main() -> None:
     help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
     "trains faster on this machine, measured once in a few steps and cached [preset's: auto].",
 )
-@click.option("--deterministic", is_flag=True, help="Deterministic TF ops: bit-identical reruns, slower.")
+@click.option(
+    "--deterministic/--no-deterministic", default=None, help="Deterministic TF ops: bit-identical reruns, slower [off]."
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set any config field, e.g. --set optimizer=sgd --set stages='[[32],[64]]' --set dense_units='[256]'; "
+    "repeatable. Values: JSON lists, numbers, true/false, none where a field takes it. An option such as --epochs "
+    f"and a --set of the same field must agree. Fields: {', '.join(config_choices.field_types())}.",
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET].")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir.")
 @data_options
@@ -109,9 +118,10 @@ def train(
     overwrite: bool,
     data_dir: Path | None,
     manual_dir: Path | None,
-    jit: str,
+    jit: str | None,
     no_jit: bool,
     strategy: str,
+    settings: tuple[str, ...],
     **overrides: Any,
 ) -> None:
     """Train a model on MNIST, then evaluate it on the test split.
@@ -122,9 +132,10 @@ def train(
     from mnist_tf import config, data, runlock
     from mnist_tf import train as training
 
-    jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
-    cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
-    cfg = dataclasses.replace(cfg, jit=jit_flag)
+    options = {name: value for name, value in overrides.items() if value is not None}  # None: not given
+    if jit or no_jit:
+        options["jit"] = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
+    cfg = config.configure(config.preset(preset), options, settings)
     run_dir = run_dir or Path("runs") / preset
     click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
     click.echo("config: " + json.dumps(cfg.to_dict()))

@@ -143,6 +143,41 @@ def test_invalid_train_options_are_usage_errors(args, words, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_sets_any_config_field_with_set(tmp_path, mock_mnist):
+    import keras
+
+    run_dir = tmp_path / "run"
+    sets = ["optimizer=sgd", "stages=[[8],[16]]", "dense_units=[32]", "epochs=2", "schedule=constant"]
+    result = run("train", *QUICK, *(a for s in sets for a in ("--set", s)), "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["optimizer"], saved["stages"], saved["dense_units"]) == ("sgd", [[8], [16]], [32])
+    assert (saved["epochs"], saved["batch_size"], saved["schedule"]) == (2, 16, "constant")  # options and --set
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [8, 16]
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [32, 10]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "colour=red"], ["--set colour=red", "no config field 'colour'", "stages, dense_units"]),
+        (["--set", "stages=[32]"], ["--set stages=[32]", "stages takes a JSON list of lists of whole numbers"]),
+        (["--set", "epochs=two"], ["--set epochs=two", "epochs takes a whole number"]),
+        (["--set", "dropout=1"], ["--set dropout=1", "dropout must be in [0, 1)"]),
+        (["--set", "epochs"], ["--set epochs", "FIELD=VALUE"]),
+        (["--epochs", "3", "--set", "epochs=4"], ["--epochs and --set epochs=4 disagree"]),
+        (["--no-augment", "--set", "augment=true"], ["--augment and --set augment=true disagree"]),
+        (["--jit", "off", "--set", "jit=none"], ["--jit and --set jit=none disagree"]),
+    ],
+    ids=["unknown-field", "wrong-shape", "wrong-type", "fails-validation", "no-value", "option-conflict",
+         "flag-conflict", "jit-conflict"],
+)
+def test_bad_set_is_one_error_line_before_any_work(args, words, tmp_path):
+    assert_one_line_error(run("train", *args, "--run-dir", tmp_path / "run"), *words)
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_dir_that_is_a_file_or_unwritable(tmp_path, mock_mnist):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
