@@ -80,7 +80,8 @@ def main() -> None:
     type=click.Choice(["auto", "on", "off"]),
     is_flag=False,
     flag_value="on",
-    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on) [auto].",
+    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on) [auto]. "
+    "A run may resume with another --jit, --strategy, --deterministic or steps_per_execution.",
 )
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
 @click.option(

@@ -23,6 +23,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "mixed_precision": MIXED_PRECISION}
+# How a run is computed, not what: XLA, steps per call into the graph and deterministic ops change
+# speed (and bit-for-bit repeatability), never the recipe. A run may resume with other values;
+# every other field is the run's identity. Mixed precision changes the numerics, so it is identity.
+RUNTIME = ("jit", "steps_per_execution", "deterministic")
 
 
 class ConfigError(UserError):
@@ -64,8 +68,10 @@ class Config:
 
     # Run.
     seed: int = 42
-    jit: bool | None = None  # None: on when a GPU is visible (docs/performance.md).
     mixed_precision: str = "off"
+
+    # Runtime (RUNTIME): how fast, not what.
+    jit: bool | None = None  # None: on when a GPU is visible (docs/performance.md).
     steps_per_execution: int = 1  # Training steps per call into the TF graph.
     deterministic: bool = False
 

@@ -181,7 +181,8 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     """Makes `run_dir` ready; call it holding the run dir's lock (`runlock.hold`).
 
     Refuses a finished run (unless `overwrite`), an unfinished run with a
-    different config, and a folder that cannot be written, before any training.
+    different config (`resume.check_same_run`; runtime fields may differ), and
+    a folder that cannot be written, before any training.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -205,14 +206,9 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     except OSError as e:
         raise UserError(f"cannot write to run dir {run_dir} ({e.strerror}): choose a writable --run-dir") from None
     saved = run_dir / "config.json"
-    if saved.exists():
-        previous = Config.load(saved)
-        if previous != cfg:
-            changed = sorted(k for k, v in cfg.to_dict().items() if previous.to_dict().get(k) != v)
-            raise UserError(
-                f"{run_dir} holds an unfinished run with a different config ({', '.join(changed)}): "
-                "re-run with the same options to resume, pass --overwrite to start over, or choose another --run-dir"
-            )
+    changed = resume.check_same_run(run_dir, Config.load(saved), cfg) if saved.exists() else []
+    if changed:
+        print(f"Resuming with other runtime settings ({', '.join(changed)})", file=sys.stderr)
     for folder in (run_dir, run_dir / "backup"):  # Left by a killed run; no other process writes here.
         remove_temporaries(folder)
 

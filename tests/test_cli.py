@@ -208,10 +208,33 @@ def test_unfinished_run_with_other_options_is_refused_not_mixed(tmp_path):
     run_dir.mkdir()
     config.FAST.replace(epochs=2, batch_size=16).save(run_dir / "config.json")  # as QUICK left it
     before = sha256(run_dir / "config.json")
-    result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--run-dir", run_dir)
+    result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--jit", "on", "--run-dir", run_dir)
+    # Only what makes the run what it is is named: --jit may change on a resume.
     assert_one_line_error(result, "different config (epochs, learning_rate)", "same options to resume", "--overwrite")
     assert sha256(run_dir / "config.json") == before
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]  # the lock stays, released
+
+
+def test_an_interrupted_run_resumes_with_other_runtime_settings(tmp_path, mock_mnist, monkeypatch):
+    from mnist_tf import resume
+
+    run_dir = tmp_path / "run"
+    save = resume.ResumeState.on_epoch_end
+
+    def stop_after_saving(self, epoch, logs=None):
+        save(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resume.ResumeState, "on_epoch_end", stop_after_saving)
+        stopped = run("train", *QUICK, "--run-dir", run_dir)
+    assert stopped.exit_code == 130 and "Re-run the same command to resume" in stopped.output
+    result = run("train", *QUICK, "--jit", "off", "--set", "steps_per_execution=2", "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "Resuming with other runtime settings (jit: null -> false, steps_per_execution: 1 -> 2)" in result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["resumed_after_epoch"], metrics["config"]["steps_per_execution"]) == (2, 1, 2)
+    assert json.loads((run_dir / "config.json").read_text())["jit"] is False  # the settings it finished with
 
 
 @pytest.mark.parametrize(
