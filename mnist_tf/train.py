@@ -3,6 +3,7 @@
 A run dir holds everything of one run:
 
     config.json         the Config, written first
+    run.json            where the data came from; each start's runtime settings (`runinfo`)
     .lock               held by the process training in it (`runlock`)
     model.keras         the model after the last finished epoch (atomic writes)
     backup/             the resume state while a run is unfinished (`resume`)
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import data, distribute, evaluate, plots, precision, resume, runlock
+from mnist_tf import data, distribute, evaluate, plots, precision, resume, runinfo, runlock
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, disk_errors, remove_temporaries, write_json
@@ -251,6 +252,7 @@ def _train_and_evaluate(
     check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
     dist = distribute.make_strategy(strategy)
+    runinfo.record_start(run_dir, source, cfg, distribute.describe(dist))
     # `auto` precision is measured (or read from the cache) here: after the strategy, before the seed.
     mixed_precision, precision_decision = precision.resolve(cfg, gpu_available())
     print(precision.describe(precision_decision), file=sys.stderr)

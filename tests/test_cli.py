@@ -234,7 +234,29 @@ def test_an_interrupted_run_resumes_with_other_runtime_settings(tmp_path, mock_m
     assert "Resuming with other runtime settings (jit: null -> false, steps_per_execution: 1 -> 2)" in result.output
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["epochs"], metrics["resumed_after_epoch"], metrics["config"]["steps_per_execution"]) == (2, 1, 2)
-    assert json.loads((run_dir / "config.json").read_text())["jit"] is False  # the settings it finished with
+    trained = json.loads((run_dir / "run.json").read_text())["trained"]
+    assert [(t["from_epoch"], t["jit"], t["steps_per_execution"]) for t in trained] == [(0, None, 1), (1, False, 2)]
+
+
+def test_benchmark_given_a_run_reads_mnist_where_it_was_trained(tmp_path, tiny_keras, monkeypatch):
+    from mnist_tf import benchmark, config, data, runinfo
+
+    run_dir, archives = tmp_path / "run", tmp_path / "archives"
+    archives.mkdir()
+    shutil.copytree(tiny_keras.parent, run_dir)
+    runinfo.record_start(run_dir, data.Source(manual_dir=archives), config.FAST, {})
+    monkeypatch.delenv(data.MANUAL_DIR_ENV, raising=False)
+    sources = []
+    monkeypatch.setattr(benchmark, "run", lambda parts, settings, source, *args, **kwargs: sources.append(source) or {})
+    monkeypatch.setattr(benchmark, "tables", lambda result: "")
+    result = run("benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "bench")
+    assert result.exit_code == 0, result.output
+    assert sources == [data.Source(manual_dir=archives)]
+    assert f"note: reading MNIST as {run_dir} was trained: --manual-dir {archives}" in result.output
+    other = tmp_path / "other"
+    other.mkdir()
+    result = run("benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "b2", "--manual-dir", other)
+    assert result.exit_code == 0 and sources[-1] == data.Source(manual_dir=other)  # an explicit option wins
 
 
 @pytest.mark.parametrize(
