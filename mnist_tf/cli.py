@@ -5,7 +5,6 @@ TensorFlow is imported inside each command, so `--help` answers at once.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -39,18 +38,26 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def data_options(fn: Callable) -> Callable:
+def note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
+
+
+def data_options(fn: Callable | None = None, *, from_run: bool = False) -> Callable:
+    """--data-dir and --manual-dir; `from_run`: a run given as --model reuses the ones its train was given."""
+    if fn is None:
+        return functools.partial(data_options, from_run=from_run)
+    lent = " Without it, a run given as --model reuses the one its train was given." if from_run else ""
     fn = click.option(
         "--manual-dir",
         type=click.Path(file_okay=False, path_type=Path),
         envvar="MNIST_TF_MANUAL_DIR",
         help="Folder with the four original MNIST .gz archives, for machines without internet "
-        "(env: MNIST_TF_MANUAL_DIR).",
+        f"(env: MNIST_TF_MANUAL_DIR).{lent}",
     )(fn)
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets).",
+        help=f"Where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets).{lent}",
     )(fn)
 
 
@@ -79,10 +86,10 @@ def main() -> None:
 @click.option(
     "--jit",
     type=click.Choice(["auto", "on", "off"]),
-    default="auto",
     is_flag=False,
     flag_value="on",
-    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on).",
+    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on) [auto]. "
+    "A run may resume with another --jit, --strategy, --deterministic or steps_per_execution.",
 )
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
 @click.option(
@@ -98,7 +105,18 @@ def main() -> None:
     help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
     "trains faster on this machine, measured once in a few steps and cached [preset's: auto].",
 )
-@click.option("--deterministic", is_flag=True, help="Deterministic TF ops: bit-identical reruns, slower.")
+@click.option(
+    "--deterministic/--no-deterministic", default=None, help="Deterministic TF ops: bit-identical reruns, slower [off]."
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set any config field, e.g. --set optimizer=sgd --set stages='[[32],[64]]' --set dense_units='[256]'; "
+    "repeatable. Values: JSON lists, numbers, true/false, none where a field takes it. An option such as --epochs "
+    f"and a --set of the same field must agree. Fields: {', '.join(config_choices.field_types())}.",
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET].")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir.")
 @data_options
@@ -109,9 +127,10 @@ def train(
     overwrite: bool,
     data_dir: Path | None,
     manual_dir: Path | None,
-    jit: str,
+    jit: str | None,
     no_jit: bool,
     strategy: str,
+    settings: tuple[str, ...],
     **overrides: Any,
 ) -> None:
     """Train a model on MNIST, then evaluate it on the test split.
@@ -122,9 +141,10 @@ def train(
     from mnist_tf import config, data, runlock
     from mnist_tf import train as training
 
-    jit_flag = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
-    cfg = config.preset(preset).replace(deterministic=overrides.pop("deterministic") or None, **overrides)
-    cfg = dataclasses.replace(cfg, jit=jit_flag)
+    options = {name: value for name, value in overrides.items() if value is not None}  # None: not given
+    if jit or no_jit:
+        options["jit"] = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
+    cfg = config.configure(config.preset(preset), options, settings)
     run_dir = run_dir or Path("runs") / preset
     click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
     click.echo("config: " + json.dumps(cfg.to_dict()))
@@ -162,7 +182,7 @@ def train(
 @click.option(
     "--person-made-examples", type=click.IntRange(1, 10000), default=300, help="Test digits per person-made set."
 )
-@data_options
+@data_options(from_run=True)
 @user_errors
 def evaluate_command(
     model_path: Path,
@@ -173,7 +193,7 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
-    from mnist_tf import data, evaluate, person_made as people, plots, runlock
+    from mnist_tf import data, evaluate, person_made as people, plots, runinfo, runlock
     from mnist_tf.io import write_json
     from mnist_tf.models import load_proba_fn, resolve_model_path
 
@@ -182,7 +202,7 @@ def evaluate_command(
     if training:
         click.echo(f"note: {resolved.parent} is still training ({training}): evaluating its last finished epoch", err=True)
     proba_fn = load_proba_fn(resolved)
-    images, labels = data.arrays("test", data.Source.from_options(data_dir, manual_dir))
+    images, labels = data.arrays("test", runinfo.data_source(resolved, data_dir, manual_dir, note))
     result = evaluate.evaluate(proba_fn, images, labels)
     out = out or (resolved if resolved.is_dir() else resolved.parent) / "evaluation"
     try:
@@ -230,7 +250,7 @@ def evaluate_command(
     default=0.5,
     help="Fail when a TFLite variant's test accuracy is more than this many points below the Keras model's.",
 )
-@data_options
+@data_options(from_run=True)
 @user_errors
 def export_command(
     model_path: Path,
@@ -244,12 +264,12 @@ def export_command(
     manual_dir: Path | None,
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
-    from mnist_tf import data, evaluate, export
+    from mnist_tf import data, evaluate, export, runinfo
     from mnist_tf.models import load_proba_fn
 
     keras_path = export.resolve_keras_path(model_path)
     version = export.choose_version(out, version)  # Refuse a taken version before any work.
-    source = data.Source.from_options(data_dir, manual_dir)
+    source = runinfo.data_source(keras_path, data_dir, manual_dir, note)
     images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
     saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
     click.echo(f"wrote SavedModel {saved} (signatures serving_default, serving_bytes), {out}/saved_model/models.config")
@@ -418,7 +438,7 @@ def serve_command(
     type=click.Path(path_type=Path),
     help="Run dir or .keras file the inference and serve parts time [a model the accuracy part trains].",
 )
-@data_options
+@data_options(from_run=True)
 @user_errors
 def benchmark_command(
     parts: tuple[str, ...],
@@ -438,7 +458,7 @@ def benchmark_command(
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
     parts with three seeds take about 40 minutes on 2 CPU cores.
     """
-    from mnist_tf import benchmark, data, plots
+    from mnist_tf import benchmark, plots, runinfo
     from mnist_tf.io import write_bytes, write_json
     from mnist_tf.models import resolve_model_path
 
@@ -458,7 +478,7 @@ def benchmark_command(
         threads=threads,
         serve_seconds=serve_seconds,
     )
-    source = data.Source.from_options(data_dir, manual_dir)
+    source = runinfo.data_source(model, data_dir, manual_dir, note)
 
     def save(result: dict) -> None:  # After every measurement: a stopped benchmark keeps what it measured.
         write_json(out / "benchmark.json", result)

@@ -1,14 +1,19 @@
 """Training configuration: one frozen dataclass and the named presets.
 
 A `Config` is validated once, when it is made, so library code can trust it.
-Presets are starting points; the CLI overrides individual fields with
-`dataclasses.replace`.
+Presets are starting points; `configure` applies the CLI's options and
+`--set FIELD=VALUE` settings to one, each value parsed by its field's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import numbers
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,19 @@ from mnist_tf.errors import UserError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "mixed_precision": MIXED_PRECISION}
+# How a run is computed, not what: XLA, steps per call into the graph and deterministic ops change
+# speed (and bit-for-bit repeatability), never the recipe. A run may resume with other values;
+# every other field is the run's identity. Mixed precision changes the numerics, so it is identity.
+RUNTIME = ("jit", "steps_per_execution", "deterministic")
+
+
+class ConfigError(UserError):
+    """A config value that is refused; `field` names the field it is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +68,31 @@ class Config:
 
     # Run.
     seed: int = 42
-    jit: bool | None = None  # None: on when a GPU is visible (docs/performance.md).
     mixed_precision: str = "off"
+
+    # Runtime (RUNTIME): how fast, not what.
+    jit: bool | None = None  # None: on when a GPU is visible (docs/performance.md).
     steps_per_execution: int = 1  # Training steps per call into the TF graph.
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        # JSON round trips give lists; keep the dataclass hashable and comparable.
-        object.__setattr__(self, "stages", tuple(tuple(s) for s in self.stages))
-        object.__setattr__(self, "dense_units", tuple(self.dense_units))
+        # JSON round trips give lists (and whole numbers for floats): conform them, so configs compare equal.
+        for name, kind in field_types().items():
+            object.__setattr__(self, name, _conform(name, getattr(self, name), kind))
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "Config":
-        """Returns a copy with `changes` applied; `None` values are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """Returns a copy with `changes` applied and validated.
+
+        `None` sets the fields that take it (`train_examples=None`: all examples;
+        `jit=None`: auto). A field that cannot be `None` keeps its value, so
+        `replace(epochs=args.epochs)` with the option unset changes nothing.
+        """
+        optional = {name for name, kind in field_types().items() if _optional(kind)[1]}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None or k in optional})
 
     def save(self, path: Path) -> None:
         from mnist_tf.io import write_json
@@ -80,42 +106,173 @@ class Config:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _validate(cfg: Config) -> None:
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            raise UserError(message)
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Each field's type, from its annotation (`int | None`, `tuple[int, ...]`, ...)."""
+    return typing.get_type_hints(Config)
 
-    check(len(cfg.stages) >= 1, "the model needs at least one stage of conv blocks")
+
+def _optional(kind: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed) for `kind`."""
+    args = typing.get_args(kind)
+    if type(None) not in args:
+        return kind, False
+    (rest,) = [a for a in args if a is not type(None)]
+    return rest, True
+
+
+def _items(kind: Any) -> str:
+    """What a list of `kind` holds, in words."""
+    if typing.get_origin(kind) is tuple:
+        return f"lists of {_items(typing.get_args(kind)[0])}"
+    return {int: "whole numbers", float: "numbers", bool: "true/false values", str: "strings"}[kind]
+
+
+def accepts(name: str) -> str:
+    """What field `name` takes, in words: 'a whole number, or none', 'one of sgd, adam, adamw', ..."""
+    kind, optional = _optional(field_types()[name])
+    if name in CHOICES:
+        words = f"one of {', '.join(CHOICES[name])}"
+    elif typing.get_origin(kind) is tuple:
+        example = json.dumps(getattr(Config(), name))
+        words = f"a JSON list of {_items(typing.get_args(kind)[0])}, e.g. {example}"
+    else:
+        words = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string"}[kind]
+    return f"{words}, or none" if optional else words
+
+
+def _conform(name: str, value: Any, kind: Any) -> Any:
+    """`value` as field `name`'s type (lists as tuples, whole numbers as floats); `ConfigError` if it is not one."""
+
+    def conform(value: Any, kind: Any) -> Any:
+        kind, optional = _optional(kind)
+        if value is None and optional:
+            return None
+        if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
+            return tuple(conform(v, typing.get_args(kind)[0]) for v in value)
+        if kind is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):  # bool is an int to Python, never to a config.
+            raise TypeError
+        if kind is int and isinstance(value, numbers.Integral):
+            return int(value)
+        if kind is float and isinstance(value, numbers.Real) and math.isfinite(value):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+        raise TypeError
+
+    try:
+        return conform(value, kind)
+    except TypeError:
+        raise ConfigError(name, f"{name} takes {accepts(name)}, got {value!r}") from None
+
+
+def _validate(cfg: Config) -> None:
+    def check(ok: bool, field: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(field, message)
+
+    check(len(cfg.stages) >= 1, "stages", "the model needs at least one stage of conv blocks")
     check(
         all(len(s) >= 1 and all(f >= 1 for f in s) for s in cfg.stages),
+        "stages",
         f"every stage needs one or more positive filter counts, got {cfg.stages}",
     )
     # Each stage halves the 28x28 map; past 4 stages it would vanish (28->14->7->3->1).
-    check(len(cfg.stages) <= 4, f"at most 4 pooling stages fit a 28x28 image, got {len(cfg.stages)}")
-    check(all(u >= 1 for u in cfg.dense_units), f"dense units must be positive, got {cfg.dense_units}")
-    check(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}")
-    check(0.0 < cfg.bn_momentum < 1.0, f"BatchNorm momentum must be in (0, 1), got {cfg.bn_momentum}")
-    check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    check(cfg.schedule in SCHEDULES, f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    check(len(cfg.stages) <= 4, "stages", f"at most 4 pooling stages fit a 28x28 image, got {len(cfg.stages)}")
+    check(all(u >= 1 for u in cfg.dense_units), "dense_units", f"dense units must be positive, got {cfg.dense_units}")
+    check(0.0 <= cfg.dropout < 1.0, "dropout", f"dropout must be in [0, 1), got {cfg.dropout}")
+    check(0.0 < cfg.bn_momentum < 1.0, "bn_momentum", f"BatchNorm momentum must be in (0, 1), got {cfg.bn_momentum}")
+    for field, choices in CHOICES.items():
+        value = getattr(cfg, field)
+        check(value in choices, field, f"unknown {field.replace('_', ' ')} {value!r}; choose one of {', '.join(choices)}")
+    check(0.0 < cfg.learning_rate <= 10.0, "learning_rate", f"learning rate must be in (0, 10], got {cfg.learning_rate}")
+    check(0.0 <= cfg.momentum < 1.0, "momentum", f"momentum must be in [0, 1), got {cfg.momentum}")
+    check(cfg.weight_decay >= 0.0, "weight_decay", f"weight decay must be >= 0, got {cfg.weight_decay}")
+    check(1 <= cfg.batch_size <= 65536, "batch_size", f"batch size must be in 1..65536, got {cfg.batch_size}")
     check(
-        cfg.mixed_precision in MIXED_PRECISION,
-        f"unknown mixed precision {cfg.mixed_precision!r}; choose one of {', '.join(MIXED_PRECISION)}",
+        1 <= cfg.steps_per_execution <= 1000,
+        "steps_per_execution",
+        f"steps per execution must be in 1..1000, got {cfg.steps_per_execution}",
     )
-    check(0.0 < cfg.learning_rate <= 10.0, f"learning rate must be in (0, 10], got {cfg.learning_rate}")
-    check(0.0 <= cfg.momentum < 1.0, f"momentum must be in [0, 1), got {cfg.momentum}")
-    check(cfg.weight_decay >= 0.0, f"weight decay must be >= 0, got {cfg.weight_decay}")
-    check(1 <= cfg.batch_size <= 65536, f"batch size must be in 1..65536, got {cfg.batch_size}")
-    check(1 <= cfg.steps_per_execution <= 1000, f"steps per execution must be in 1..1000, got {cfg.steps_per_execution}")
-    check(1 <= cfg.epochs <= 10000, f"epochs must be in 1..10000, got {cfg.epochs}")
-    check(0 <= cfg.validation_examples < 60000, f"validation examples must be in 0..59999, got {cfg.validation_examples}")
+    check(1 <= cfg.epochs <= 10000, "epochs", f"epochs must be in 1..10000, got {cfg.epochs}")
+    check(
+        0 <= cfg.validation_examples < 60000,
+        "validation_examples",
+        f"validation examples must be in 0..59999, got {cfg.validation_examples}",
+    )
     if cfg.train_examples is not None:
         available = 60000 - cfg.validation_examples
         check(
             1 <= cfg.train_examples <= available,
+            "train_examples",
             f"train examples must be in 1..{available} (60,000 minus {cfg.validation_examples} held out "
             f"for validation), got {cfg.train_examples}",
         )
-    check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    check(cfg.seed >= 0, "seed", f"seed must be >= 0, got {cfg.seed}")
+
+
+# --- settings from the command line ---------------------------------------------
+
+BOOLEANS = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """`FIELD=VALUE` as (field, value), the value parsed by the field's type:
+    JSON for lists (`[[32], [64]]`), `true`/`false`, numbers, `none` where the field takes it, strings as they are.
+
+    Raises `UserError` naming the field and what it takes.
+    """
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UserError(f"--set {text}: expected FIELD=VALUE, e.g. --set optimizer=sgd")
+    types = field_types()
+    if name not in types:
+        raise ConfigError(name, f"--set {text}: no config field {name!r}; the fields are {', '.join(types)}")
+    kind, optional = _optional(types[name])
+    raw = raw.strip()
+    try:
+        if optional and raw.lower() in ("none", "null"):
+            value = None
+        elif kind is str:
+            value = raw
+        elif kind is bool:
+            value = BOOLEANS[raw.lower()]
+        elif kind is int:
+            value = int(raw)
+        elif kind is float:
+            value = float(raw)
+        else:
+            value = json.loads(raw)
+        return name, _conform(name, value, types[name])
+    except (ValueError, KeyError, ConfigError):
+        raise ConfigError(name, f"--set {text}: {name} takes {accepts(name)}") from None
+
+
+def configure(base: Config, options: Mapping[str, Any] | None = None, settings: Sequence[str] = ()) -> Config:
+    """`base` with `options` (field: value, from dedicated options such as --epochs) and
+    `settings` (`FIELD=VALUE` strings from --set; a repeated field takes its last value) applied.
+
+    An option and a setting that give one field different values are refused. A value that
+    fails validation is refused naming its --set, where it came from one.
+    """
+    options = options or {}
+    given: dict[str, tuple[str, Any]] = {}
+    for text in settings:
+        name, value = parse_setting(text)
+        given[name] = (text, value)
+    for name, (text, value) in given.items():
+        if name in options and options[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(name, f"{flag} and --set {text} disagree: give {name} one way")
+    try:
+        return dataclasses.replace(base, **{**options, **{name: value for name, (_, value) in given.items()}})
+    except ConfigError as e:
+        if e.field in given:
+            raise ConfigError(e.field, f"--set {given[e.field][0]}: {e}") from None
+        raise
 
 
 # The classic MNIST convnet and its recipe, kept as a baseline: SGD lr 0.01 momentum 0.9,

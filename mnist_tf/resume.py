@@ -8,6 +8,10 @@ mid-write leaves the previous state. It is kept until the run's metrics.json is
 written, so a run stopped after training resumes at its evaluation.
 Runs of earlier versions kept Keras' `BackupAndRestore` files (latest.weights.h5
 and training_metadata.json): they resume too.
+
+A run resumes only with the config it started with (`check_same_run`), but for
+the runtime fields (`config.RUNTIME`: XLA, steps per execution, deterministic
+ops), which change how fast it trains, not what.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from mnist_tf.config import RUNTIME, Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, write_bytes
 
@@ -34,6 +39,22 @@ def unreadable(path: Path) -> UserError:
         f"the resume state {path} cannot be read (an interrupted run left it half-written): "
         "pass --overwrite to start the run over, or choose another --run-dir"
     )
+
+
+def check_same_run(run_dir: Path, previous: Config, cfg: Config) -> list[str]:
+    """Refuses to resume `run_dir`, started with `previous`, with a `cfg` of other identity.
+
+    Returns the runtime fields that differ, as "jit: null -> true", for a note.
+    """
+    before, after = previous.to_dict(), cfg.to_dict()
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    different = [k for k in changed if k not in RUNTIME]
+    if different:
+        raise UserError(
+            f"{run_dir} holds an unfinished run with a different config ({', '.join(different)}): "
+            "re-run with the same options to resume, pass --overwrite to start over, or choose another --run-dir"
+        )
+    return [f"{k}: {json.dumps(before[k])} -> {json.dumps(after[k])}" for k in changed]
 
 
 def latest_state(backup_dir: Path) -> tuple[Path, int] | None:

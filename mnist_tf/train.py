@@ -3,6 +3,7 @@
 A run dir holds everything of one run:
 
     config.json         the Config, written first
+    run.json            where the data came from; each start's runtime settings (`runinfo`)
     .lock               held by the process training in it (`runlock`)
     model.keras         the model after the last finished epoch (atomic writes)
     backup/             the resume state while a run is unfinished (`resume`)
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_tf import data, distribute, evaluate, plots, precision, resume, runlock
+from mnist_tf import data, distribute, evaluate, plots, precision, resume, runinfo, runlock
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import atomic_path, disk_errors, remove_temporaries, write_json
@@ -181,7 +182,8 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     """Makes `run_dir` ready; call it holding the run dir's lock (`runlock.hold`).
 
     Refuses a finished run (unless `overwrite`), an unfinished run with a
-    different config, and a folder that cannot be written, before any training.
+    different config (`resume.check_same_run`; runtime fields may differ), and
+    a folder that cannot be written, before any training.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -205,14 +207,9 @@ def check_run_dir(run_dir: Path, cfg: Config, overwrite: bool) -> None:
     except OSError as e:
         raise UserError(f"cannot write to run dir {run_dir} ({e.strerror}): choose a writable --run-dir") from None
     saved = run_dir / "config.json"
-    if saved.exists():
-        previous = Config.load(saved)
-        if previous != cfg:
-            changed = sorted(k for k, v in cfg.to_dict().items() if previous.to_dict().get(k) != v)
-            raise UserError(
-                f"{run_dir} holds an unfinished run with a different config ({', '.join(changed)}): "
-                "re-run with the same options to resume, pass --overwrite to start over, or choose another --run-dir"
-            )
+    changed = resume.check_same_run(run_dir, Config.load(saved), cfg) if saved.exists() else []
+    if changed:
+        print(f"Resuming with other runtime settings ({', '.join(changed)})", file=sys.stderr)
     for folder in (run_dir, run_dir / "backup"):  # Left by a killed run; no other process writes here.
         remove_temporaries(folder)
 
@@ -255,6 +252,7 @@ def _train_and_evaluate(
     check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
     dist = distribute.make_strategy(strategy)
+    runinfo.record_start(run_dir, source, cfg, distribute.describe(dist))
     # `auto` precision is measured (or read from the cache) here: after the strategy, before the seed.
     mixed_precision, precision_decision = precision.resolve(cfg, gpu_available())
     print(precision.describe(precision_decision), file=sys.stderr)

@@ -1,9 +1,11 @@
-"""Shared fixtures: mock MNIST for fast tests, the real archives for slow ones.
+"""Shared fixtures: mock MNIST for fast tests, real MNIST for slow ones.
 
-The real archives are looked up in `../shared/datasets/mnist` beside the
-repository (or `$MNIST_TF_TEST_ARCHIVES`); tests that need them are skipped,
-saying so, where that folder is absent. TFDS prepares them once into
-`.cache/tfds` (or `$MNIST_TF_TEST_DATA_DIR`), which later sessions reuse.
+Real MNIST comes from the four archives in `../shared/datasets/mnist` beside the
+repository (or `$MNIST_TF_TEST_ARCHIVES`) where they are, else from TFDS's own
+download where its host answers (`choose_real_source`); tests that need it are
+skipped, saying why, where neither works and it was never prepared. TFDS
+prepares it once into `.cache/tfds` (or `$MNIST_TF_TEST_DATA_DIR`), which later
+test runs reuse.
 """
 
 from __future__ import annotations
@@ -28,14 +30,41 @@ def archives_present() -> bool:
     return all((ARCHIVES / name).is_file() for name in NAMES)
 
 
+def choose_real_source(archives: Path = ARCHIVES, data_dir: Path = TEST_DATA_DIR):
+    """Where real-data tests read MNIST: `(Source, None)`, or `(None, why they are skipped)`.
+
+    The archives where all four are present; else TFDS's download, where its host
+    answers or where an earlier download already prepared MNIST in `data_dir`.
+    """
+    import tensorflow_datasets as tfds
+
+    from mnist_tf import data
+
+    if all((archives / name).is_file() for name in data.ARCHIVES):
+        return data.Source(data_dir=data_dir, manual_dir=archives), None
+    if tfds.builder("mnist", data_dir=data_dir).is_prepared() or data.download_host_reachable():
+        return data.Source(data_dir=data_dir, manual_dir=None), None
+    return None, (
+        f"real MNIST: no archives in {archives} (set MNIST_TF_TEST_ARCHIVES to their folder) "
+        f"and no internet to download them ({data.DOWNLOAD_HOST} is unreachable)"
+    )
+
+
 @pytest.fixture(scope="session")
 def real_source():
-    """A `Source` for the real MNIST archives, prepared once per machine."""
-    if not archives_present():
-        pytest.skip(f"real MNIST archives not found in {ARCHIVES} (set MNIST_TF_TEST_ARCHIVES to their folder)")
-    from mnist_tf.data import Source
+    """A `Source` for real MNIST, prepared once per machine (from the archives, or downloaded)."""
+    source, why_not = choose_real_source()
+    if source is None:
+        pytest.skip(why_not)
+    from mnist_tf.data import load_split
 
-    return Source(data_dir=TEST_DATA_DIR, manual_dir=ARCHIVES)
+    load_split("test", source)  # Prepares every split now, so CLI subprocesses find it prepared.
+    return source
+
+
+def real_data_args() -> list[str]:
+    """The CLI's data options for `real_source`'s MNIST (request the fixture first: it prepares it)."""
+    return ["--data-dir", str(TEST_DATA_DIR), *(["--manual-dir", str(ARCHIVES)] if archives_present() else [])]
 
 
 @pytest.fixture

@@ -143,6 +143,41 @@ def test_invalid_train_options_are_usage_errors(args, words, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_sets_any_config_field_with_set(tmp_path, mock_mnist):
+    import keras
+
+    run_dir = tmp_path / "run"
+    sets = ["optimizer=sgd", "stages=[[8],[16]]", "dense_units=[32]", "epochs=2", "schedule=constant"]
+    result = run("train", *QUICK, *(a for s in sets for a in ("--set", s)), "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["optimizer"], saved["stages"], saved["dense_units"]) == ("sgd", [[8], [16]], [32])
+    assert (saved["epochs"], saved["batch_size"], saved["schedule"]) == (2, 16, "constant")  # options and --set
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [8, 16]
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [32, 10]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "colour=red"], ["--set colour=red", "no config field 'colour'", "stages, dense_units"]),
+        (["--set", "stages=[32]"], ["--set stages=[32]", "stages takes a JSON list of lists of whole numbers"]),
+        (["--set", "epochs=two"], ["--set epochs=two", "epochs takes a whole number"]),
+        (["--set", "dropout=1"], ["--set dropout=1", "dropout must be in [0, 1)"]),
+        (["--set", "epochs"], ["--set epochs", "FIELD=VALUE"]),
+        (["--epochs", "3", "--set", "epochs=4"], ["--epochs and --set epochs=4 disagree"]),
+        (["--no-augment", "--set", "augment=true"], ["--augment and --set augment=true disagree"]),
+        (["--jit", "off", "--set", "jit=none"], ["--jit and --set jit=none disagree"]),
+    ],
+    ids=["unknown-field", "wrong-shape", "wrong-type", "fails-validation", "no-value", "option-conflict",
+         "flag-conflict", "jit-conflict"],
+)
+def test_bad_set_is_one_error_line_before_any_work(args, words, tmp_path):
+    assert_one_line_error(run("train", *args, "--run-dir", tmp_path / "run"), *words)
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_dir_that_is_a_file_or_unwritable(tmp_path, mock_mnist):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -173,10 +208,55 @@ def test_unfinished_run_with_other_options_is_refused_not_mixed(tmp_path):
     run_dir.mkdir()
     config.FAST.replace(epochs=2, batch_size=16).save(run_dir / "config.json")  # as QUICK left it
     before = sha256(run_dir / "config.json")
-    result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--run-dir", run_dir)
+    result = run("train", *QUICK, "--epochs", "3", "--learning-rate", "0.01", "--jit", "on", "--run-dir", run_dir)
+    # Only what makes the run what it is is named: --jit may change on a resume.
     assert_one_line_error(result, "different config (epochs, learning_rate)", "same options to resume", "--overwrite")
     assert sha256(run_dir / "config.json") == before
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]  # the lock stays, released
+
+
+def test_an_interrupted_run_resumes_with_other_runtime_settings(tmp_path, mock_mnist, monkeypatch):
+    from mnist_tf import resume
+
+    run_dir = tmp_path / "run"
+    save = resume.ResumeState.on_epoch_end
+
+    def stop_after_saving(self, epoch, logs=None):
+        save(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resume.ResumeState, "on_epoch_end", stop_after_saving)
+        stopped = run("train", *QUICK, "--run-dir", run_dir)
+    assert stopped.exit_code == 130 and "Re-run the same command to resume" in stopped.output
+    result = run("train", *QUICK, "--jit", "off", "--set", "steps_per_execution=2", "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "Resuming with other runtime settings (jit: null -> false, steps_per_execution: 1 -> 2)" in result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["resumed_after_epoch"], metrics["config"]["steps_per_execution"]) == (2, 1, 2)
+    trained = json.loads((run_dir / "run.json").read_text())["trained"]
+    assert [(t["from_epoch"], t["jit"], t["steps_per_execution"]) for t in trained] == [(0, None, 1), (1, False, 2)]
+
+
+def test_benchmark_given_a_run_reads_mnist_where_it_was_trained(tmp_path, tiny_keras, monkeypatch):
+    from mnist_tf import benchmark, config, data, runinfo
+
+    run_dir, archives = tmp_path / "run", tmp_path / "archives"
+    archives.mkdir()
+    shutil.copytree(tiny_keras.parent, run_dir)
+    runinfo.record_start(run_dir, data.Source(manual_dir=archives), config.FAST, {})
+    monkeypatch.delenv(data.MANUAL_DIR_ENV, raising=False)
+    sources = []
+    monkeypatch.setattr(benchmark, "run", lambda parts, settings, source, *args, **kwargs: sources.append(source) or {})
+    monkeypatch.setattr(benchmark, "tables", lambda result: "")
+    result = run("benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "bench")
+    assert result.exit_code == 0, result.output
+    assert sources == [data.Source(manual_dir=archives)]
+    assert f"note: reading MNIST as {run_dir} was trained: --manual-dir {archives}" in result.output
+    other = tmp_path / "other"
+    other.mkdir()
+    result = run("benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "b2", "--manual-dir", other)
+    assert result.exit_code == 0 and sources[-1] == data.Source(manual_dir=other)  # an explicit option wins
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,14 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ARCHIVES, archives_present
 
 from mnist_tf import config, data
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import dataset_arrays
 
-from conftest import ARCHIVES, archives_present
+# Digits 0-9 in MNIST's 10,000 test images.
+TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def test_split_names_hold_out_the_end_of_train():
@@ -87,6 +89,41 @@ def test_offline_without_archives_says_what_to_do(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "archives, prepared, online, expected",
+    [
+        (4, False, False, "archives"),
+        (4, True, True, "archives"),
+        (3, False, True, "download"),  # three of the four archives are no archives
+        (0, True, False, "download"),  # downloaded and prepared by an earlier test run
+        (3, False, False, "skip"),
+    ],
+)
+def test_real_data_tests_use_the_archives_else_the_download_else_skip(
+    tmp_path, monkeypatch, archives, prepared, online, expected
+):
+    import tensorflow_datasets as tfds
+    from conftest import choose_real_source
+
+    folder, data_dir = tmp_path / "archives", tmp_path / "tfds"
+    folder.mkdir()
+    for name in data.ARCHIVES[:archives]:
+        (folder / name).write_bytes(b"")
+    probes = []
+    monkeypatch.setattr(data, "download_host_reachable", lambda timeout=3.0: probes.append(1) or online)
+    builder = tfds.builder("mnist", data_dir=data_dir)
+    monkeypatch.setattr(type(builder), "is_prepared", lambda self: prepared)
+    source, why_not = choose_real_source(folder, data_dir)
+    if expected == "archives":
+        assert source == data.Source(data_dir=data_dir, manual_dir=folder) and why_not is None
+        assert probes == []  # no network probe when the archives are there
+    elif expected == "download":
+        assert source == data.Source(data_dir=data_dir, manual_dir=None) and why_not is None
+    else:
+        assert source is None and str(folder) in why_not and f"{data.DOWNLOAD_HOST} is unreachable" in why_not
+        assert probes == [1]
+
+
 def test_manual_dir_env_var_is_used(monkeypatch, tmp_path):
     monkeypatch.setenv(data.MANUAL_DIR_ENV, str(tmp_path))
     assert data.Source.from_options(None, None).manual_dir == tmp_path
@@ -118,7 +155,9 @@ def test_real_splits_have_the_documented_sizes(real_source):
     assert (everything.train_examples, everything.validation_examples) == (60000, 0) and everything.validation is None
     images, labels = dataset_arrays(ds.test)
     assert images.dtype == np.uint8 and images.shape == (10000, 28, 28, 1) and images.max() == 255
-    # TFDS reorders examples when it prepares them; the label counts must match the archive's.
-    with gzip.open(ARCHIVES / "t10k-labels-idx1-ubyte.gz") as f:
-        archive_labels = np.frombuffer(f.read()[8:], np.uint8)
-    assert np.array_equal(np.bincount(labels, minlength=10), np.bincount(archive_labels, minlength=10))
+    # TFDS reorders examples when it prepares them; the label counts must match the test set's.
+    assert np.array_equal(np.bincount(labels, minlength=10), TEST_LABEL_COUNTS)
+    if real_source.manual_dir is not None:
+        with gzip.open(real_source.manual_dir / "t10k-labels-idx1-ubyte.gz") as f:
+            archive_labels = np.frombuffer(f.read()[8:], np.uint8)
+        assert np.array_equal(np.bincount(archive_labels, minlength=10), TEST_LABEL_COUNTS)

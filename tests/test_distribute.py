@@ -10,7 +10,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import ARCHIVES, REPO, TEST_DATA_DIR
+from conftest import REPO, real_data_args
 
 from mnist_tf import cli, distribute
 from mnist_tf.errors import UserError
@@ -135,7 +135,7 @@ def test_default_strategy_run_records_one_replica(tmp_path, mock_mnist):
 def real_train_args(run_dir, *extra):
     return [
         "train", "--preset", "fast", "--epochs", "1", "--validation-examples", "1000", "--run-dir", str(run_dir),
-        "--data-dir", str(TEST_DATA_DIR), "--manual-dir", str(ARCHIVES), *map(str, extra),
+        *real_data_args(), *map(str, extra),
     ]
 
 
@@ -256,7 +256,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
 
     # The chief's model is an ordinary model: it loads and evaluates without any strategy.
     evaluated = CliRunner().invoke(
-        cli.main, ["evaluate", "--model", str(run_dir), "--data-dir", str(TEST_DATA_DIR), "--manual-dir", str(ARCHIVES)]
+        cli.main, ["evaluate", "--model", str(run_dir), *real_data_args()]
     )
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((run_dir / "evaluation" / "metrics.json").read_text())

@@ -15,19 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import real_data_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cli import is_png
 
 from mnist_tf import export
 from mnist_tf.errors import UserError
 
-from test_cli import is_png
-
 CALIBRATION_EXAMPLES = 200
-
-
-def data_args(source) -> list[str]:
-    return ["--data-dir", str(source.data_dir), "--manual-dir", str(source.manual_dir)]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -255,7 +251,7 @@ def test_export_cli_fails_naming_the_variant_that_loses_accuracy(trained_run, re
     monkeypatch.setattr(export, "TFLiteRunner", Shifted)
     out = tmp_path / "out"
     args = ["export", "--model", str(trained_run), "--out", str(out), "--tflite-kind", "float32"]
-    result = CliRunner().invoke(main, args + data_args(real_source))
+    result = CliRunner().invoke(main, args + real_data_args())
     assert result.exit_code == 2, result.output
     assert "variant float32 fell more than 0.5 points" in result.output
     assert "Traceback" not in result.output
@@ -280,7 +276,7 @@ def test_versions_are_never_overwritten(trained_run, real_source, tmp_path):
     with pytest.raises(UserError, match="version 1 already exists.*write version 3"):
         export.export_saved_model(keras_path, tmp_path, warmup, version=1)
     args = ["export", "--model", str(trained_run), "--out", str(tmp_path), "--version", "2"]
-    result = CliRunner().invoke(main, args + data_args(real_source))
+    result = CliRunner().invoke(main, args + real_data_args())
     assert result.exit_code == 2 and "version 2 already exists" in result.output, result.output
     assert tree_digest(base) == before
 
@@ -392,9 +388,9 @@ def test_serving_bytes_refuses_a_huge_image_before_converting_it(tiny_signatures
 def test_serving_bytes_reads_every_documented_format_like_the_pixel_signature(tiny_signatures):
     import tensorflow as tf
     from PIL import Image
+    from test_images import drawn_digits
 
     from mnist_tf.images import to_mnist
-    from test_images import drawn_digits
 
     _, pixels, by_bytes = tiny_signatures
     digit = drawn_digits()[2]  # a 7

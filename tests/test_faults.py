@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ARCHIVES, REPO
+from conftest import ARCHIVES, REPO, real_data_args
 from test_cli import QUICK, assert_one_line_error, run, sha256
 from test_train import cli, real_args
 
@@ -359,7 +359,7 @@ def test_a_full_disk_and_kills_at_each_export_write_leave_no_partial_version_or_
     config_file = out / "saved_model" / "models.config"
     tflite = out / "tflite"
     args = ["export", "--model", tiny_keras, "--out", out, "--tflite-kind", "float32"]
-    args += ["--data-dir", real_source.data_dir, "--manual-dir", real_source.manual_dir]
+    args += real_data_args()
 
     # The SavedModel's variables (1.2 MB) are the first file over 200 kB.
     line = error_line(run_child(args, limit=200_000))

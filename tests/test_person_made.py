@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ARCHIVES, TEST_DATA_DIR
+from conftest import real_data_args
 from test_cli import run
 
 from mnist_tf.person_made import SETS
@@ -21,7 +21,7 @@ from mnist_tf.person_made import SETS
 def quick_run(tmp_path_factory, real_source):
     del real_source  # requested so that MNIST is prepared once, where the CLI below finds it
     run_dir = tmp_path_factory.mktemp("quick") / "run"
-    data = ["--data-dir", TEST_DATA_DIR, "--manual-dir", ARCHIVES]
+    data = real_data_args()
     result = run("train", "--epochs", "2", "--train-examples", "20000", "--run-dir", run_dir, *data)
     assert result.exit_code == 0, result.output[-2000:]
     return run_dir, data

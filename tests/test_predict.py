@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import real_data_args
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -207,7 +208,7 @@ def test_evaluate_cli_accepts_saved_model_and_tflite(formats, kind, trained_run,
     from mnist_tf.cli import main
 
     args = ["evaluate", "--model", str(formats.models[kind]), "--out", str(tmp_path)]
-    args += ["--data-dir", str(real_source.data_dir), "--manual-dir", str(real_source.manual_dir)]
+    args += real_data_args()
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())

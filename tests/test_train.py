@@ -14,7 +14,7 @@ from mnist_tf import config
 from mnist_tf.resume import latest_state
 from mnist_tf.train import make_optimizer, make_schedule, read_history
 
-from conftest import ARCHIVES, TEST_DATA_DIR
+from conftest import real_data_args
 
 
 def test_schedules_reach_their_peak_and_decay():
@@ -44,8 +44,7 @@ def cli(*args):
 
 def real_args(run_dir, *extra):
     return [
-        "train", "--preset", "fast", "--run-dir", run_dir, "--data-dir", TEST_DATA_DIR, "--manual-dir", ARCHIVES,
-        "--validation-examples", "1000", *extra,
+        "train", "--preset", "fast", "--run-dir", run_dir, *real_data_args(), "--validation-examples", "1000", *extra,
     ]
 
 
