@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 
 from mnist_tf.config import Config, preset
-
-PARTS = ("peak", "throughput", "accuracy", "inference", "serve")
+from mnist_tf.names import BENCHMARK_PARTS
 TARGETS = (0.990, 0.995)
 
 

@@ -17,6 +17,7 @@ import click
 
 from mnist_tf import __version__
 from mnist_tf import config as config_choices
+from mnist_tf import names
 from mnist_tf.errors import UserError
 
 
@@ -87,7 +88,7 @@ def main() -> None:
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
 @click.option(
     "--strategy",
-    type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),
+    type=click.Choice(names.STRATEGIES),
     default="auto",
     help="tf.distribute strategy; auto: mirrored over all GPUs when more than one is visible, else default. "
     "multi-worker reads TF_CONFIG; its chief (worker 0) writes the run.",
@@ -217,7 +218,7 @@ def evaluate_command(
 @click.option(
     "--tflite-kind",
     "kinds",
-    type=click.Choice(["float32", "dynamic_range", "float16", "int8"]),
+    type=click.Choice(names.TFLITE_KINDS),
     multiple=True,
     help="TFLite variant to make (implies --tflite); repeat for several [all four].",
 )
@@ -252,7 +253,10 @@ def export_command(
     source = data.Source.from_options(data_dir, manual_dir)
     images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
     saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
-    click.echo(f"wrote SavedModel {saved} (signatures serving_default, serving_bytes), {out}/saved_model/models.config")
+    click.echo(
+        f"wrote SavedModel {saved} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
+        f"{out}/saved_model/models.config"
+    )
     strays = export.stray_temporaries(out)
     if strays:
         click.echo(
@@ -265,7 +269,7 @@ def export_command(
     calibration, _ = evaluate.dataset_arrays(
         data.eval_pipeline(data.load_split(f"train[:{calibration_examples}]", source))
     )
-    models = export.export_tflite(saved, out / "tflite", calibration, kinds or export.TFLITE_KINDS)
+    models = export.export_tflite(saved, out / "tflite", calibration, kinds or names.TFLITE_KINDS)
     reference = evaluate.evaluate(load_proba_fn(keras_path), images, labels)
     report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)
     export.write_report(report, out / "tflite")
@@ -392,7 +396,7 @@ def serve_command(
     "--part",
     "parts",
     multiple=True,
-    type=click.Choice(["peak", "throughput", "accuracy", "inference", "serve"]),
+    type=click.Choice(names.BENCHMARK_PARTS),
     help="What to measure; repeat for several [all five].",
 )
 @click.option(
@@ -465,7 +469,7 @@ def benchmark_command(
         write_bytes(out / "benchmark.md", (benchmark.tables(result) + "\n").encode())
 
     result = benchmark.run(
-        parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save, model=model
+        parts or names.BENCHMARK_PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save, model=model
     )
     table = benchmark.tables(result)
     if "accuracy" in result:

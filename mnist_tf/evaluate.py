@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
 
-NUM_CLASSES = 10
+from mnist_tf.names import NUM_CLASSES
+
 # A probability function: uint8 images [N,28,28,1] -> float probabilities [N,10].
 ProbaFn = Callable[[np.ndarray], np.ndarray]
 

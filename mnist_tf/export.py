@@ -43,18 +43,26 @@ from mnist_tf import images, plots, runlock
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import Evaluation, evaluate_probabilities
 from mnist_tf.io import disk_errors, fault_point, write_bytes, write_json
-from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, float32_copy
-from mnist_tf.models import SIGNATURE as DEFAULT_SIGNATURE
+from mnist_tf.model import float32_copy
 from mnist_tf.models import TFLiteRunner, load_keras, resolve_model_path
+from mnist_tf.names import (
+    BYTES_INPUT_NAME,
+    BYTES_SIGNATURE,
+    CLASS_ID,
+    DEFAULT_SIGNATURE,
+    IMAGE_SHAPE,
+    INPUT_NAME,
+    LOGITS,
+    MODEL_NAME,
+    NUM_CLASSES,
+    PROBABILITIES,
+    TFLITE_KINDS,
+)
 
-MODEL_NAME = "mnist"
-BYTES_SIGNATURE = "serving_bytes"
-BYTES_INPUT_NAME = "image_bytes"
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Where models.config says the versions are: the path inside the tensorflow/serving
 # container when OUT/saved_model is mounted at /models (docs/deployment.md, "Serving with TF Serving").
 SERVING_BASE_PATH = f"/models/{MODEL_NAME}"
-TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
 
 
 def resolve_keras_path(path: str | Path) -> Path:
@@ -79,9 +87,9 @@ def serving_archive(model: Any) -> Any:
     def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = model(images, training=False)
         return {
-            "probabilities": tf.nn.softmax(logits),
-            "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64),
-            "logits": logits,
+            PROBABILITIES: tf.nn.softmax(logits),
+            CLASS_ID: tf.argmax(logits, axis=-1, output_type=tf.int64),
+            LOGITS: logits,
         }
 
     def prepare(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -106,10 +114,10 @@ def serving_archive(model: Any) -> Any:
         # A picture with no digit: class -1, even probabilities, zero logits (never NaN).
         found = tf.logical_not(blank)
         return {
-            "probabilities": tf.where(found[:, None], result["probabilities"], 1.0 / NUM_CLASSES),
-            "class_id": tf.where(found, result["class_id"], tf.constant(-1, tf.int64)),
-            "logits": tf.where(found[:, None], result["logits"], 0.0),
-            "image": prepared,
+            PROBABILITIES: tf.where(found[:, None], result[PROBABILITIES], 1.0 / NUM_CLASSES),
+            CLASS_ID: tf.where(found, result[CLASS_ID], tf.constant(-1, tf.int64)),
+            LOGITS: tf.where(found[:, None], result[LOGITS], 0.0),
+            INPUT_NAME: prepared,  # what the model saw
             "blank": blank,
         }
 
