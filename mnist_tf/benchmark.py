@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from mnist_tf.config import Config, preset
-from mnist_tf.names import BENCHMARK_PARTS
+
 TARGETS = (0.990, 0.995)
 
 
@@ -240,13 +240,12 @@ def peak_rss_mib() -> float:
 def _train_child(cfg: Config, run_dir: str, source: Any, threads: int, queue: Any) -> None:
     """Runs in a fresh process, so each run's memory and TF state are its own."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from mnist_tf import data, evaluate, train
+    from mnist_tf import data, train
 
     train.set_threads(threads)
 
     try:
-        test = data.eval_pipeline(data.in_memory(data.load_split("test", source)))
-        images, labels = evaluate.dataset_arrays(test)
+        images, labels = data.arrays("test", source)
         log = _test_accuracy_callback(images, labels)
         metrics = train.train_and_evaluate(cfg, Path(run_dir), source, overwrite=True, extra_callbacks=[log])
         fit_seconds = metrics["train_seconds"] - log.eval_seconds
@@ -440,9 +439,9 @@ def run(
                 save(result)
     if "inference" in parts:
         keras_path = model or _trained_model(result, work_dir, source, settings, progress)
-        from mnist_tf import data, evaluate
+        from mnist_tf import data
 
-        images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.in_memory(data.load_split("test", source))))
+        images, labels = data.arrays("test", source)
         progress(f"inference: exporting and timing {keras_path}")
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
             rows = inference_speeds(keras_path, Path(tmp), images, settings, labels)
@@ -456,11 +455,11 @@ def run(
 
 def _serve(keras_path: Path, work_dir: Path, source: Any, settings: Settings, progress: Callable) -> dict[str, Any]:
     """The serve part: `keras_path` exported, served, and loaded with a real test digit as PNG."""
-    from mnist_tf import data, evaluate
+    from mnist_tf import data
     from mnist_tf.export import encode_png, export_saved_model
     from mnist_tf.serve import load
 
-    images, _ = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test[:3]", source)))
+    images, _ = data.arrays("test[:3]", source)
     progress(f"serve: exporting {keras_path} and serving it")
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         version = export_saved_model(keras_path, Path(tmp), images)

@@ -251,7 +251,7 @@ def export_command(
     keras_path = export.resolve_keras_path(model_path)
     version = export.choose_version(out, version)  # Refuse a taken version before any work.
     source = data.Source.from_options(data_dir, manual_dir)
-    images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
+    images, labels = data.arrays("test", source)
     saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
     click.echo(
         f"wrote SavedModel {saved} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
@@ -266,9 +266,7 @@ def export_command(
         )
     if not (tflite or kinds):  # Naming a --tflite-kind implies --tflite.
         return
-    calibration, _ = evaluate.dataset_arrays(
-        data.eval_pipeline(data.load_split(f"train[:{calibration_examples}]", source))
-    )
+    calibration, _ = data.arrays(f"train[:{calibration_examples}]", source)
     models = export.export_tflite(saved, out / "tflite", calibration, kinds or names.TFLITE_KINDS)
     reference = evaluate.evaluate(load_proba_fn(keras_path), images, labels)
     report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)

@@ -317,7 +317,7 @@ def _train_and_evaluate(
     history = read_history(history_path)
     plots.learning_curves(history, run_dir / "learning_curves.png")
 
-    images, labels = evaluate.dataset_arrays(datasets.test)
+    images, labels = data.dataset_arrays(datasets.test)
     result = evaluate.evaluate(load_proba_fn(run_dir / "model.keras"), images, labels)
 
     epochs_this_run = len(losses)

@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from mnist_tf import config, data
 from mnist_tf.errors import UserError
-from mnist_tf.evaluate import dataset_arrays
 
 from conftest import ARCHIVES, archives_present
 
@@ -116,7 +115,7 @@ def test_real_splits_have_the_documented_sizes(real_source):
     assert (ds.train_examples, ds.validation_examples) == (55000, 5000)
     everything = data.make_datasets(config.DEFAULT, real_source)  # the default holds nothing out
     assert (everything.train_examples, everything.validation_examples) == (60000, 0) and everything.validation is None
-    images, labels = dataset_arrays(ds.test)
+    images, labels = data.dataset_arrays(ds.test)
     assert images.dtype == np.uint8 and images.shape == (10000, 28, 28, 1) and images.max() == 255
     # TFDS reorders examples when it prepares them; the label counts must match the archive's.
     with gzip.open(ARCHIVES / "t10k-labels-idx1-ubyte.gz") as f:

@@ -38,9 +38,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def test_arrays(real_source):
-    from mnist_tf import data, evaluate
+    from mnist_tf import data
 
-    return evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", real_source)))
+    return data.arrays("test", real_source)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +55,12 @@ def reference(trained_run, test_arrays):
 @pytest.fixture(scope="module")
 def exported(trained_run, real_source, test_arrays, reference, tmp_path_factory):
     """One export of every format, with the TFLite report."""
-    from mnist_tf import data, evaluate
+    from mnist_tf import data
 
     images, labels = test_arrays
     out = tmp_path_factory.mktemp("export")
     saved = export.export_saved_model(trained_run / "model.keras", out, warmup_images=images[:3])
-    calibration, _ = evaluate.dataset_arrays(
-        data.eval_pipeline(data.load_split(f"train[:{CALIBRATION_EXAMPLES}]", real_source))
-    )
+    calibration, _ = data.arrays(f"train[:{CALIBRATION_EXAMPLES}]", real_source)
     models = export.export_tflite(saved, out / "tflite", calibration)
     report = export.verify_tflite(models, images, labels, reference, latency_images=20, saved_model=saved)
     export.write_report(report, out / "tflite")

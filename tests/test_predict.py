@@ -139,11 +139,11 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
 def formats(trained_run, real_source, tmp_path_factory):
     """The trained model as run dir, .keras, SavedModel and float32 .tflite, plus
     PNGs of test digits that the Keras model classifies confidently."""
-    from mnist_tf import data, evaluate, export
+    from mnist_tf import data, export
     from mnist_tf.io import write_bytes
     from mnist_tf.models import load_proba_fn
 
-    images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test[:500]", real_source)))
+    images, labels = data.arrays("test[:500]", real_source)
     probabilities = load_proba_fn(trained_run)(images)
     # The session's model trains for one short epoch; keep digits it is sure of.
     sure = np.flatnonzero((probabilities.argmax(1) == labels) & (probabilities.max(1) > 0.9))[:8]
