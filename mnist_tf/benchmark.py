@@ -314,18 +314,6 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 # --- inference ------------------------------------------------------------------
 
 
-def _time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray], repeats: int) -> float:
-    """Median seconds per call of `fn` over `batches`, after one warm-up call."""
-    fn(batches[0])
-    per_call = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for b in batches:
-            fn(b)
-        per_call.append((time.perf_counter() - start) / len(batches))
-    return median(per_call)
-
-
 def inference_speeds(
     keras_path: Path, work_dir: Path, images: np.ndarray, settings: Settings, labels: np.ndarray | None = None
 ) -> list[dict[str, Any]]:
@@ -336,6 +324,7 @@ def inference_speeds(
     from mnist_tf import evaluate, export
     from mnist_tf.model import float32_copy
     from mnist_tf.models import TFLiteRunner, load_keras, load_saved_model
+    from mnist_tf.timing import seconds_per_call, single_image_ms
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     serve = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # probabilities, as the exports
@@ -347,18 +336,17 @@ def inference_speeds(
     tflite = export.export_tflite(version_dir, work_dir / "tflite", images[:500])
     for kind, path in tflite.items():
         runners[f"tflite {kind}"] = TFLiteRunner(path.read_bytes())
-    singles = [images[i : i + 1] for i in range(settings.latency_images)]
     big = [images[i : i + 256] for i in range(0, 256 * 4, 256)]
     rows = []
     for name, fn in runners.items():
-        latency = _time_calls(fn, singles, settings.repeats)
-        batch = _time_calls(fn, big, settings.repeats)
+        latency_ms = single_image_ms(fn, images[: settings.latency_images], settings.repeats)
+        batch = seconds_per_call(fn, big, settings.repeats)
         size = tflite[name.split()[-1]].stat().st_size if name.startswith("tflite") else None
         accuracy = None if labels is None else round(evaluate.evaluate(fn, images, labels, batch_size=256).accuracy, 5)
         rows.append(
             {
                 "format": name,
-                "latency_ms_batch1": round(latency * 1000, 3),
+                "latency_ms_batch1": round(latency_ms, 3),
                 "images_per_second_batch256": round(256 / batch, 1),
                 "size_bytes": size,
                 "test_accuracy": accuracy,

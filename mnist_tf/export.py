@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from mnist_tf import images, plots, runlock
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import Evaluation, evaluate_probabilities
 from mnist_tf.io import disk_errors, fault_point, write_bytes, write_json
+from mnist_tf.timing import single_image_ms
 from mnist_tf.model import float32_copy
 from mnist_tf.models import TFLiteRunner, load_keras, resolve_model_path
 from mnist_tf.names import (
@@ -321,15 +321,6 @@ def convert_preprocessing() -> bytes:
         return converter.convert()
 
 
-def batch1_latency_ms(runner: TFLiteRunner, images: np.ndarray) -> float:
-    """Mean milliseconds per single-image call over `images`, after one warm-up call."""
-    runner(images[:1])
-    start = time.perf_counter()
-    for i in range(len(images)):
-        runner(images[i : i + 1])
-    return (time.perf_counter() - start) * 1000 / len(images)
-
-
 def verify_tflite(
     models: dict[str, Path],
     images: np.ndarray,
@@ -359,7 +350,7 @@ def verify_tflite(
                 "accuracy": result.accuracy,
                 "accuracy_drop_points": round(drop, 4),
                 "agreement": float((result.predictions == reference.predictions).mean()),
-                "latency_ms": batch1_latency_ms(runner, images[:latency_images]),
+                "latency_ms": single_image_ms(runner, images[:latency_images]),
                 "passed": drop <= max_accuracy_drop,
             }
         )
