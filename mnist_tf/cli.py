@@ -40,6 +40,14 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def preset_values(field: str) -> str:
+    """A `Config` field in every preset, for option help: `42` when they agree, else `default 0, fast 5000, ...`."""
+    values = {name: getattr(cfg, field) for name, cfg in config_choices.PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{name} {value}" for name, value in values.items())
+
+
 def data_options(fn: Callable) -> Callable:
     fn = click.option(
         "--manual-dir",
@@ -73,10 +81,18 @@ def main() -> None:
     type=click.FloatRange(0, 10, min_open=True),
     help="Peak learning rate for the global batch; not scaled with the number of replicas [preset's].",
 )
-@click.option("--seed", type=click.IntRange(0), help="Seed for weights, shuffling, dropout, augmentation [42].")
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    help=f"Seed for weights, shuffling, dropout, augmentation [preset's: {preset_values('seed')}].",
+)
 @click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
 @click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
-@click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [preset's: default 0, fast and seed 5000].")
+@click.option(
+    "--validation-examples",
+    type=click.IntRange(0, 59999),
+    help=f"Examples held out of train for validation [preset's: {preset_values('validation_examples')}].",
+)
 @click.option(
     "--jit",
     type=click.Choice(["auto", "on", "off"]),
@@ -97,7 +113,8 @@ def main() -> None:
     "--mixed-precision",
     type=click.Choice(config_choices.MIXED_PRECISION),
     help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
-    "trains faster on this machine, measured once in a few steps and cached [preset's: auto].",
+    "trains faster on this machine, measured once in a few steps and cached "
+    f"[preset's: {preset_values('mixed_precision')}].",
 )
 @click.option("--deterministic", is_flag=True, help="Deterministic TF ops: bit-identical reruns, slower.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET].")
