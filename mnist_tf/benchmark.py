@@ -321,19 +321,21 @@ def inference_speeds(
     its accuracy on (`images`, `labels`) when labels are given."""
     import tensorflow as tf
 
-    from mnist_tf import evaluate, export
+    from mnist_tf import evaluate
+    from mnist_tf.saved_model import export_saved_model
+    from mnist_tf.tflite import export_tflite
     from mnist_tf.model import float32_copy
     from mnist_tf.models import TFLiteRunner, load_keras, load_saved_model
     from mnist_tf.timing import seconds_per_call, single_image_ms
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     serve = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # probabilities, as the exports
-    version_dir = export.export_saved_model(keras_path, work_dir, images[:8])
+    version_dir = export_saved_model(keras_path, work_dir, images[:8])
     runners: dict[str, Callable[[np.ndarray], Any]] = {
         "keras (tf.function)": lambda x: serve(tf.constant(x)).numpy(),
         "savedmodel": load_saved_model(version_dir),
     }
-    tflite = export.export_tflite(version_dir, work_dir / "tflite", images[:500])
+    tflite = export_tflite(version_dir, work_dir / "tflite", images[:500])
     for kind, path in tflite.items():
         runners[f"tflite {kind}"] = TFLiteRunner(path.read_bytes())
     big = [images[i : i + 256] for i in range(0, 256 * 4, 256)]
@@ -444,7 +446,7 @@ def run(
 def _serve(keras_path: Path, work_dir: Path, source: Any, settings: Settings, progress: Callable) -> dict[str, Any]:
     """The serve part: `keras_path` exported, served, and loaded with a real test digit as PNG."""
     from mnist_tf import data
-    from mnist_tf.export import encode_png, export_saved_model
+    from mnist_tf.saved_model import encode_png, export_saved_model
     from mnist_tf.serve import load
 
     images, _ = data.arrays("test[:3]", source)

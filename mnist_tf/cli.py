@@ -240,12 +240,15 @@ def evaluate_command(
     help="TFLite variant to make (implies --tflite); repeat for several [all four].",
 )
 @click.option(
-    "--calibration-examples", type=click.IntRange(1, 60000), default=500, help="Training images that calibrate int8."
+    "--calibration-examples",
+    type=click.IntRange(1, 60000),
+    default=names.CALIBRATION_EXAMPLES,
+    help="Training images that calibrate int8.",
 )
 @click.option(
     "--max-accuracy-drop",
     type=click.FloatRange(0, 100),
-    default=0.5,
+    default=names.MAX_ACCURACY_DROP_POINTS,
     help="Fail when a TFLite variant's test accuracy is more than this many points below the Keras model's.",
 )
 @data_options
@@ -262,38 +265,40 @@ def export_command(
     manual_dir: Path | None,
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
-    from mnist_tf import data, evaluate, export
-    from mnist_tf.models import load_proba_fn
+    from mnist_tf import data, export
+    from mnist_tf.tflite import PREPROCESS_FILE, report_table
 
-    keras_path = export.resolve_keras_path(model_path)
-    version = export.choose_version(out, version)  # Refuse a taken version before any work.
-    source = data.Source.from_options(data_dir, manual_dir)
-    images, labels = data.arrays("test", source)
-    saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
-    click.echo(
-        f"wrote SavedModel {saved} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
-        f"{out}/saved_model/models.config"
-    )
-    strays = export.stray_temporaries(out)
-    if strays:
+    def saved_model_written(exported: export.Exported) -> None:
         click.echo(
-            f"note: {', '.join(p.name for p in strays)} in {saved.parent}: unfinished versions of an interrupted "
-            "export, which TF Serving ignores; delete them when no export is running",
-            err=True,
+            f"wrote SavedModel {exported.saved_model} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
+            f"{out}/saved_model/models.config"
         )
-    if not (tflite or kinds):  # Naming a --tflite-kind implies --tflite.
-        return
-    calibration, _ = data.arrays(f"train[:{calibration_examples}]", source)
-    models = export.export_tflite(saved, out / "tflite", calibration, kinds or names.TFLITE_KINDS)
-    reference = evaluate.evaluate(load_proba_fn(keras_path), images, labels)
-    report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)
-    export.write_report(report, out / "tflite")
-    click.echo(export.report_table(report))
-    click.echo(
-        f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/{export.PREPROCESS_FILE}, "
-        f"{out}/tflite/report.json, report.png"
+        if exported.stray_temporaries:
+            click.echo(
+                f"note: {', '.join(p.name for p in exported.stray_temporaries)} in {exported.saved_model.parent}: "
+                "unfinished versions of an interrupted export, which TF Serving ignores; delete them when no export "
+                "is running",
+                err=True,
+            )
+
+    def tflite_verified(exported: export.Exported) -> None:
+        click.echo(report_table(exported.report))
+        click.echo(
+            f"wrote {', '.join(str(p) for p in exported.tflite.values())}, {out}/tflite/{PREPROCESS_FILE}, "
+            f"{out}/tflite/report.json, report.png"
+        )
+
+    export.export_model(
+        model_path,
+        out,
+        data.Source.from_options(data_dir, manual_dir),
+        version=version,
+        tflite_kinds=kinds or (names.TFLITE_KINDS if tflite else ()),  # Naming a --tflite-kind implies --tflite.
+        calibration_examples=calibration_examples,
+        max_accuracy_drop=max_accuracy_drop,
+        on_saved_model=saved_model_written,
+        on_tflite=tflite_verified,
     )
-    export.check_accuracy_gate(report)
 
 
 @main.command(name="predict")

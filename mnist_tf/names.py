@@ -1,4 +1,4 @@
-"""Names and choice lists that several modules and the CLI share, each defined once here.
+"""Names, choice lists and defaults that several modules and the CLI share, each defined once here.
 
 The tensor and signature names are the contract of every exported model: TF
 Serving clients, TFLite apps and `mnist-tf serve` call them by these names.
@@ -24,3 +24,8 @@ BYTES_INPUT_NAME = "image_bytes"
 TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 BENCHMARK_PARTS = ("peak", "throughput", "accuracy", "inference", "serve")
+
+# The export's accuracy gate: training images that calibrate int8, and how many points of
+# test accuracy a TFLite variant may lose against the Keras model.
+CALIBRATION_EXAMPLES = 500
+MAX_ACCURACY_DROP_POINTS = 0.5

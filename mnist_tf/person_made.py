@@ -221,7 +221,7 @@ def evaluate(
     """
     import tempfile
 
-    from mnist_tf import export
+    from mnist_tf.saved_model import serving_archive
 
     progress(f"rendering {len(labels)} test digits in {len(kinds)} person-made sets into {out / 'sets'}")
     files = write_sets(images, labels, Path(out) / "sets", kinds)
@@ -237,7 +237,7 @@ def evaluate(
             from mnist_tf.models import load_keras
 
             saved: Path | None = Path(tmp) / "saved_model"
-            export.serving_archive(float32_copy(load_keras(model_path))).write_out(str(saved), verbose=False)
+            serving_archive(float32_copy(load_keras(model_path))).write_out(str(saved), verbose=False)
         else:
             saved = model_path if model_path.is_dir() else None
         if saved is not None:

@@ -139,7 +139,9 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
 def formats(trained_run, real_source, tmp_path_factory):
     """The trained model as run dir, .keras, SavedModel and float32 .tflite, plus
     PNGs of test digits that the Keras model classifies confidently."""
-    from mnist_tf import data, export
+    from mnist_tf import data
+    from mnist_tf.saved_model import export_saved_model
+    from mnist_tf.tflite import convert_tflite
     from mnist_tf.io import write_bytes
     from mnist_tf.models import load_proba_fn
 
@@ -155,9 +157,9 @@ def formats(trained_run, real_source, tmp_path_factory):
         pixels = images[i, :, :, 0] if n % 2 else 255 - images[i, :, :, 0]
         files.append(out / f"digit{n}_{labels[i]}.png")
         Image.fromarray(pixels).save(files[-1])
-    saved = export.export_saved_model(trained_run / "model.keras", out, images[:2])
+    saved = export_saved_model(trained_run / "model.keras", out, images[:2])
     tflite = out / "mnist_float32.tflite"
-    write_bytes(tflite, export.convert_tflite(saved, "float32"))
+    write_bytes(tflite, convert_tflite(saved, "float32"))
     models = {"run dir": trained_run, "keras": trained_run / "model.keras", "saved_model": saved, "tflite": tflite}
     return types.SimpleNamespace(models=models, files=files, labels=[int(labels[i]) for i in sure])
 
