@@ -191,36 +191,22 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
-    from mnist_tf import data, evaluate, person_made as people, plots, runlock
-    from mnist_tf.io import write_json
-    from mnist_tf.models import load_proba_fn, resolve_model_path
+    from mnist_tf import data, evaluate, person_made as people
 
-    resolved = resolve_model_path(model_path)
-    training = runlock.holder(resolved.parent) if resolved.name == "model.keras" else None
-    if training:
-        click.echo(f"note: {resolved.parent} is still training ({training}): evaluating its last finished epoch", err=True)
-    proba_fn = load_proba_fn(resolved)
-    images, labels = data.arrays("test", data.Source.from_options(data_dir, manual_dir))
-    result = evaluate.evaluate(proba_fn, images, labels)
-    out = out or (resolved if resolved.is_dir() else resolved.parent) / "evaluation"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CliError(f"cannot create report folder {out} ({e.strerror}): pass a writable --out") from None
-    write_json(out / "metrics.json", {"model": str(resolved), **result.to_dict()})
-    plots.confusion_matrix(result, out / "confusion_matrix.png")
-    plots.misclassified(result, images, out / "misclassified.png")
+    report = evaluate.evaluate_model(
+        model_path,
+        data.Source.from_options(data_dir, manual_dir),
+        out,
+        person_made_examples=person_made_examples if person_made else 0,
+        progress=lambda message: click.echo(message, err=True),
+    )
+    result = report.evaluation
     click.echo(evaluate.per_class_table(result))
-    click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(labels):,} images")
-    click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
-    if person_made:
-        count = person_made_examples
-        report = people.evaluate(
-            resolved, images[:count], labels[:count], out / "person_made", progress=lambda m: click.echo(m, err=True)
-        )
-        write_json(out / "person_made.json", report)
-        click.echo(people.table(report))
-        click.echo(f"wrote {out}/person_made.json and the pictures in {out}/person_made/sets")
+    click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
+    click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png")
+    if report.person_made is not None:
+        click.echo(people.table(report.person_made))
+        click.echo(f"wrote {report.out}/person_made.json and the pictures in {report.out}/person_made/sets")
 
 
 @main.command(name="export")
