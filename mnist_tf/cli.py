@@ -320,28 +320,19 @@ def predict_command(
     no digit in it); the others are still printed.
     """
     from mnist_tf import predict
-    from mnist_tf.models import load_proba_fn
 
     if (model_path is None) == (server is None):
         raise CliError("pass either --model PATH or --server URL")
     if show is not None and show.suffix.lower() != ".png":
         raise UserError(f"--show {show} must name a .png file")
-    if server is not None:
-        from mnist_tf.serve.client import predict_files_on_server
-
-        results = predict_files_on_server(server, images)
-    else:
-        results = predict.predict_files(load_proba_fn(model_path), images)
+    results = predict.predict(images, model=model_path, server=server)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
             click.echo(str(r), err=r.error is not None)
     if show is not None:
-        try:
-            click.echo(f"wrote {predict.show(results, show)}", err=as_json)
-        except OSError as e:
-            raise UserError(f"cannot write {show} ({e.strerror}): pass a writable path to --show") from None
+        click.echo(f"wrote {predict.show(results, show)}", err=as_json)
     if any(r.error is not None for r in results):
         sys.exit(1)
 

@@ -132,6 +132,18 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
     assert "image" not in results[0].to_dict() and results[3].image is None
 
 
+def test_show_refuses_a_path_it_cannot_write_in_one_user_error(tmp_path):
+    from mnist_tf.predict import Prediction, show
+
+    Image.fromarray(stroke_image()).save(tmp_path / "a.png")
+    results = [Prediction(file=str(tmp_path / "a.png"), digit=1, probability=0.9, image=to_mnist(stroke_image())[0])]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match=f"cannot write {blocker / 'seen.png'} .*: pass a writable path to --show"):
+        show(results, blocker / "seen.png")
+    assert show(results, tmp_path / "seen.png") == tmp_path / "seen.png"
+
+
 # Slow tests: the session's trained model in every format, on real test digits.
 
 
