@@ -439,37 +439,22 @@ def benchmark_command(
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
     parts with three seeds take about 40 minutes on 2 CPU cores.
     """
-    from mnist_tf import benchmark, data, plots
-    from mnist_tf.io import write_bytes, write_json
-    from mnist_tf.models import resolve_model_path
+    from mnist_tf import benchmark, data
 
-    model = resolve_model_path(model_path) if model_path else None
-    if model is not None and model.suffix != ".keras":
-        raise UserError(f"{model_path} is not a Keras model: pass a run dir or a .keras file to --model")
-
-    if (out / "benchmark.json").exists() and not overwrite:
-        raise UserError(f"{out} holds an earlier benchmark: pass --overwrite to replace it, or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out} ({e.strerror}): pass a writable --out") from None
     settings = benchmark.Settings(
         presets=presets or benchmark.Settings.presets,
         seeds=tuple(range(1, seeds + 1)),
         threads=threads,
         serve_seconds=serve_seconds,
     )
-    source = data.Source.from_options(data_dir, manual_dir)
-
-    def save(result: dict) -> None:  # After every measurement: a stopped benchmark keeps what it measured.
-        write_json(out / "benchmark.json", result)
-        write_bytes(out / "benchmark.md", (benchmark.tables(result) + "\n").encode())
-
-    result = benchmark.run(
-        parts or names.BENCHMARK_PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save, model=model
+    result = benchmark.run_benchmark(
+        out,
+        data.Source.from_options(data_dir, manual_dir),
+        parts or names.BENCHMARK_PARTS,
+        settings,
+        model=model_path,
+        overwrite=overwrite,
+        progress=lambda message: click.echo(message, err=True),
     )
-    table = benchmark.tables(result)
-    if "accuracy" in result:
-        plots.time_to_accuracy(result["accuracy"], out / "time_to_accuracy.png")
-    click.echo(table)
+    click.echo(benchmark.tables(result))
     click.echo(f"wrote {out}/benchmark.json, benchmark.md" + (", time_to_accuracy.png" if "accuracy" in result else ""))

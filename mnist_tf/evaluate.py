@@ -140,7 +140,9 @@ def evaluate_model(
     try:
         report.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create report folder {report.out} ({e.strerror}): pass a writable --out") from None
+        raise UserError(
+            f"cannot create report folder {report.out} ({e.strerror}): pass a writable --out"
+        ) from None
     write_json(report.out / "metrics.json", {"model": str(resolved), **report.evaluation.to_dict()})
     plots.confusion_matrix(report.evaluation, report.out / "confusion_matrix.png")
     plots.misclassified(report.evaluation, images, report.out / "misclassified.png")
