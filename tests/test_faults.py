@@ -24,12 +24,12 @@ from test_cli import QUICK, assert_one_line_error, run, sha256
 from test_train import cli, real_args
 
 from mnist_tf import config, runlock, saved_model
-from mnist_tf import train as train_module
+from mnist_tf import optimizer
 from mnist_tf.io import FAULT_ENV, DiskFull, disk_full_reason, write_bytes
 from mnist_tf.model import build_model
 from mnist_tf.models import load_keras
 from mnist_tf.resume import latest_state, trim_history
-from mnist_tf.train import HistoryLogger, LastGoodCheckpoint
+from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
 
 # 2 x 63 steps: about 96% test accuracy, in seconds.
 SHORT = ("--train-examples", "2000", "--epochs", "2", "--batch-size", "32")
@@ -37,7 +37,7 @@ SHORT = ("--train-examples", "2000", "--epochs", "2", "--batch-size", "32")
 
 def test_nan_loss_stops_with_one_line_and_nonzero_exit(tmp_path, mock_mnist, monkeypatch):
     # No learning rate the CLI accepts diverges reliably (BatchNorm absorbs it), so force one.
-    monkeypatch.setattr(train_module, "make_schedule", lambda cfg, steps: 1e30)
+    monkeypatch.setattr(optimizer, "make_schedule", lambda cfg, steps: 1e30)
     run_dir = tmp_path / "run"
     result = run("train", *QUICK, "--run-dir", run_dir)
     assert_one_line_error(result, "loss became", "lower --learning-rate")
