@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from mnist_tf.names import NUM_CLASSES
+
+if TYPE_CHECKING:
+    from mnist_tf.data import Source
 
 # A probability function: uint8 images [N,28,28,1] -> float probabilities [N,10].
 ProbaFn = Callable[[np.ndarray], np.ndarray]
@@ -105,16 +108,15 @@ class Report:
 
 def evaluate_model(
     model: str | Path,
-    source: Any,
+    source: Source,
     out: str | Path | None = None,
     *,
     person_made_examples: int = 0,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Report:
     """Scores a model in any format `models` loads on the 10,000 test images of
-    `source` (a `data.Source`) and writes the report folder `out` (default: an
-    evaluation/ folder beside the model): metrics.json, confusion_matrix.png
-    and misclassified.png.
+    `source` and writes the report folder `out` (default: an evaluation/ folder
+    beside the model): metrics.json, confusion_matrix.png and misclassified.png.
 
     With `person_made_examples` > 0 it also scores the model on that many test
     digits re-made as people make pictures, writing person_made.json and the
