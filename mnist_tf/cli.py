@@ -16,6 +16,7 @@ import click
 
 from mnist_tf import __version__
 from mnist_tf import config as config_choices
+from mnist_tf import names
 from mnist_tf.errors import UserError
 
 
@@ -40,6 +41,14 @@ def user_errors(fn: Callable) -> Callable:
 
 def note(message: str) -> None:
     click.echo(f"note: {message}", err=True)
+
+
+def preset_values(field: str) -> str:
+    """A `Config` field in every preset, for option help: `42` when they agree, else `default 0, fast 5000, ...`."""
+    values = {name: getattr(cfg, field) for name, cfg in config_choices.PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
 def data_options(fn: Callable | None = None, *, from_run: bool = False) -> Callable:
@@ -79,10 +88,18 @@ def main() -> None:
     type=click.FloatRange(0, 10, min_open=True),
     help="Peak learning rate for the global batch; not scaled with the number of replicas [preset's].",
 )
-@click.option("--seed", type=click.IntRange(0), help="Seed for weights, shuffling, dropout, augmentation [42].")
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    help=f"Seed for weights, shuffling, dropout, augmentation [preset's: {preset_values('seed')}].",
+)
 @click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
 @click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
-@click.option("--validation-examples", type=click.IntRange(0, 59999), help="Examples held out of train for validation [preset's: default 0, fast and seed 5000].")
+@click.option(
+    "--validation-examples",
+    type=click.IntRange(0, 59999),
+    help=f"Examples held out of train for validation [preset's: {preset_values('validation_examples')}].",
+)
 @click.option(
     "--jit",
     type=click.Choice(["auto", "on", "off"]),
@@ -94,7 +111,7 @@ def main() -> None:
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
 @click.option(
     "--strategy",
-    type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),
+    type=click.Choice(names.STRATEGIES),
     default="auto",
     help="tf.distribute strategy; auto: mirrored over all GPUs when more than one is visible, else default. "
     "multi-worker reads TF_CONFIG; its chief (worker 0) writes the run.",
@@ -103,7 +120,8 @@ def main() -> None:
     "--mixed-precision",
     type=click.Choice(config_choices.MIXED_PRECISION),
     help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
-    "trains faster on this machine, measured once in a few steps and cached [preset's: auto].",
+    "trains faster on this machine, measured once in a few steps and cached "
+    f"[preset's: {preset_values('mixed_precision')}].",
 )
 @click.option(
     "--deterministic/--no-deterministic", default=None, help="Deterministic TF ops: bit-identical reruns, slower [off]."
@@ -193,36 +211,22 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
-    from mnist_tf import data, evaluate, person_made as people, plots, runinfo, runlock
-    from mnist_tf.io import write_json
-    from mnist_tf.models import load_proba_fn, resolve_model_path
+    from mnist_tf import evaluate, person_made as people, runinfo
 
-    resolved = resolve_model_path(model_path)
-    training = runlock.holder(resolved.parent) if resolved.name == "model.keras" else None
-    if training:
-        click.echo(f"note: {resolved.parent} is still training ({training}): evaluating its last finished epoch", err=True)
-    proba_fn = load_proba_fn(resolved)
-    images, labels = data.arrays("test", runinfo.data_source(resolved, data_dir, manual_dir, note))
-    result = evaluate.evaluate(proba_fn, images, labels)
-    out = out or (resolved if resolved.is_dir() else resolved.parent) / "evaluation"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CliError(f"cannot create report folder {out} ({e.strerror}): pass a writable --out") from None
-    write_json(out / "metrics.json", {"model": str(resolved), **result.to_dict()})
-    plots.confusion_matrix(result, out / "confusion_matrix.png")
-    plots.misclassified(result, images, out / "misclassified.png")
+    report = evaluate.evaluate_model(
+        model_path,
+        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        out,
+        person_made_examples=person_made_examples if person_made else 0,
+        progress=lambda message: click.echo(message, err=True),
+    )
+    result = report.evaluation
     click.echo(evaluate.per_class_table(result))
-    click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(labels):,} images")
-    click.echo(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
-    if person_made:
-        count = person_made_examples
-        report = people.evaluate(
-            resolved, images[:count], labels[:count], out / "person_made", progress=lambda m: click.echo(m, err=True)
-        )
-        write_json(out / "person_made.json", report)
-        click.echo(people.table(report))
-        click.echo(f"wrote {out}/person_made.json and the pictures in {out}/person_made/sets")
+    click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
+    click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png")
+    if report.person_made is not None:
+        click.echo(people.table(report.person_made))
+        click.echo(f"wrote {report.out}/person_made.json and the pictures in {report.out}/person_made/sets")
 
 
 @main.command(name="export")
@@ -237,17 +241,20 @@ def evaluate_command(
 @click.option(
     "--tflite-kind",
     "kinds",
-    type=click.Choice(["float32", "dynamic_range", "float16", "int8"]),
+    type=click.Choice(names.TFLITE_KINDS),
     multiple=True,
     help="TFLite variant to make (implies --tflite); repeat for several [all four].",
 )
 @click.option(
-    "--calibration-examples", type=click.IntRange(1, 60000), default=500, help="Training images that calibrate int8."
+    "--calibration-examples",
+    type=click.IntRange(1, 60000),
+    default=names.CALIBRATION_EXAMPLES,
+    help="Training images that calibrate int8.",
 )
 @click.option(
     "--max-accuracy-drop",
     type=click.FloatRange(0, 100),
-    default=0.5,
+    default=names.MAX_ACCURACY_DROP_POINTS,
     help="Fail when a TFLite variant's test accuracy is more than this many points below the Keras model's.",
 )
 @data_options(from_run=True)
@@ -264,37 +271,40 @@ def export_command(
     manual_dir: Path | None,
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
-    from mnist_tf import data, evaluate, export, runinfo
-    from mnist_tf.models import load_proba_fn
+    from mnist_tf import export, runinfo
+    from mnist_tf.tflite import PREPROCESS_FILE, report_table
 
-    keras_path = export.resolve_keras_path(model_path)
-    version = export.choose_version(out, version)  # Refuse a taken version before any work.
-    source = runinfo.data_source(keras_path, data_dir, manual_dir, note)
-    images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", source)))
-    saved = export.export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
-    click.echo(f"wrote SavedModel {saved} (signatures serving_default, serving_bytes), {out}/saved_model/models.config")
-    strays = export.stray_temporaries(out)
-    if strays:
+    def saved_model_written(exported: export.Exported) -> None:
         click.echo(
-            f"note: {', '.join(p.name for p in strays)} in {saved.parent}: unfinished versions of an interrupted "
-            "export, which TF Serving ignores; delete them when no export is running",
-            err=True,
+            f"wrote SavedModel {exported.saved_model} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
+            f"{out}/saved_model/models.config"
         )
-    if not (tflite or kinds):  # Naming a --tflite-kind implies --tflite.
-        return
-    calibration, _ = evaluate.dataset_arrays(
-        data.eval_pipeline(data.load_split(f"train[:{calibration_examples}]", source))
+        if exported.stray_temporaries:
+            click.echo(
+                f"note: {', '.join(p.name for p in exported.stray_temporaries)} in {exported.saved_model.parent}: "
+                "unfinished versions of an interrupted export, which TF Serving ignores; delete them when no export "
+                "is running",
+                err=True,
+            )
+
+    def tflite_verified(exported: export.Exported) -> None:
+        click.echo(report_table(exported.report))
+        click.echo(
+            f"wrote {', '.join(str(p) for p in exported.tflite.values())}, {out}/tflite/{PREPROCESS_FILE}, "
+            f"{out}/tflite/report.json, report.png"
+        )
+
+    export.export_model(
+        model_path,
+        out,
+        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        version=version,
+        tflite_kinds=kinds or (names.TFLITE_KINDS if tflite else ()),  # Naming a --tflite-kind implies --tflite.
+        calibration_examples=calibration_examples,
+        max_accuracy_drop=max_accuracy_drop,
+        on_saved_model=saved_model_written,
+        on_tflite=tflite_verified,
     )
-    models = export.export_tflite(saved, out / "tflite", calibration, kinds or export.TFLITE_KINDS)
-    reference = evaluate.evaluate(load_proba_fn(keras_path), images, labels)
-    report = export.verify_tflite(models, images, labels, reference, max_accuracy_drop, saved_model=saved)
-    export.write_report(report, out / "tflite")
-    click.echo(export.report_table(report))
-    click.echo(
-        f"wrote {', '.join(str(p) for p in models.values())}, {out}/tflite/{export.PREPROCESS_FILE}, "
-        f"{out}/tflite/report.json, report.png"
-    )
-    export.check_accuracy_gate(report)
 
 
 @main.command(name="predict")
@@ -330,28 +340,19 @@ def predict_command(
     no digit in it); the others are still printed.
     """
     from mnist_tf import predict
-    from mnist_tf.models import load_proba_fn
 
     if (model_path is None) == (server is None):
         raise CliError("pass either --model PATH or --server URL")
     if show is not None and show.suffix.lower() != ".png":
         raise UserError(f"--show {show} must name a .png file")
-    if server is not None:
-        from mnist_tf.serve.client import predict_files_on_server
-
-        results = predict_files_on_server(server, images)
-    else:
-        results = predict.predict_files(load_proba_fn(model_path), images)
+    results = predict.predict(images, model=model_path, server=server)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
             click.echo(str(r), err=r.error is not None)
     if show is not None:
-        try:
-            click.echo(f"wrote {predict.show(results, show)}", err=as_json)
-        except OSError as e:
-            raise UserError(f"cannot write {show} ({e.strerror}): pass a writable path to --show") from None
+        click.echo(f"wrote {predict.show(results, show)}", err=as_json)
     if any(r.error is not None for r in results):
         sys.exit(1)
 
@@ -412,7 +413,7 @@ def serve_command(
     "--part",
     "parts",
     multiple=True,
-    type=click.Choice(["peak", "throughput", "accuracy", "inference", "serve"]),
+    type=click.Choice(names.BENCHMARK_PARTS),
     help="What to measure; repeat for several [all five].",
 )
 @click.option(
@@ -458,37 +459,22 @@ def benchmark_command(
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
     parts with three seeds take about 40 minutes on 2 CPU cores.
     """
-    from mnist_tf import benchmark, plots, runinfo
-    from mnist_tf.io import write_bytes, write_json
-    from mnist_tf.models import resolve_model_path
+    from mnist_tf import benchmark, runinfo
 
-    model = resolve_model_path(model_path) if model_path else None
-    if model is not None and model.suffix != ".keras":
-        raise UserError(f"{model_path} is not a Keras model: pass a run dir or a .keras file to --model")
-
-    if (out / "benchmark.json").exists() and not overwrite:
-        raise UserError(f"{out} holds an earlier benchmark: pass --overwrite to replace it, or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out} ({e.strerror}): pass a writable --out") from None
     settings = benchmark.Settings(
         presets=presets or benchmark.Settings.presets,
         seeds=tuple(range(1, seeds + 1)),
         threads=threads,
         serve_seconds=serve_seconds,
     )
-    source = runinfo.data_source(model, data_dir, manual_dir, note)
-
-    def save(result: dict) -> None:  # After every measurement: a stopped benchmark keeps what it measured.
-        write_json(out / "benchmark.json", result)
-        write_bytes(out / "benchmark.md", (benchmark.tables(result) + "\n").encode())
-
-    result = benchmark.run(
-        parts or benchmark.PARTS, settings, source, out, progress=lambda m: click.echo(m, err=True), save=save, model=model
+    result = benchmark.run_benchmark(
+        out,
+        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        parts or names.BENCHMARK_PARTS,
+        settings,
+        model=model_path,
+        overwrite=overwrite,
+        progress=lambda message: click.echo(message, err=True),
     )
-    table = benchmark.tables(result)
-    if "accuracy" in result:
-        plots.time_to_accuracy(result["accuracy"], out / "time_to_accuracy.png")
-    click.echo(table)
+    click.echo(benchmark.tables(result))
     click.echo(f"wrote {out}/benchmark.json, benchmark.md" + (", time_to_accuracy.png" if "accuracy" in result else ""))

@@ -251,10 +251,15 @@ def make_datasets(cfg: Config, source: Source) -> Datasets:
     )
 
 
-def arrays(split: str, source: Source) -> tuple[np.ndarray, np.ndarray]:
-    """A split (any TFDS split string, e.g. "test" or "train[:500]") as numpy images [N,28,28,1] and labels [N]."""
+def dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """All images and labels of a batched `(image, label)` dataset, as numpy arrays."""
     images, labels = [], []
-    for x, y in eval_pipeline(load_split(split, source)).as_numpy_iterator():
+    for x, y in ds.as_numpy_iterator():
         images.append(x)
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def arrays(split: str, source: Source) -> tuple[np.ndarray, np.ndarray]:
+    """A split (any TFDS split string, e.g. "test" or "train[:500]") as numpy images [N,28,28,1] and labels [N]."""
+    return dataset_arrays(eval_pipeline(load_split(split, source)))

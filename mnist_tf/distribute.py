@@ -29,8 +29,7 @@ import keras
 import tensorflow as tf
 
 from mnist_tf.errors import UserError
-
-STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
+from mnist_tf.names import STRATEGIES
 TF_CONFIG = "TF_CONFIG"
 _EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 

@@ -1,14 +1,22 @@
-"""Test-set metrics from any model that maps uint8 images to class probabilities."""
+"""Test-set metrics from any model that maps uint8 images to class probabilities.
+
+`evaluate_model` is the whole job of `mnist-tf evaluate`: a model file in,
+its report folder out.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import tensorflow as tf
 
-NUM_CLASSES = 10
+from mnist_tf.names import NUM_CLASSES
+
+if TYPE_CHECKING:
+    from mnist_tf.data import Source
+
 # A probability function: uint8 images [N,28,28,1] -> float probabilities [N,10].
 ProbaFn = Callable[[np.ndarray], np.ndarray]
 
@@ -70,15 +78,6 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Eva
     )
 
 
-def dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """All images and labels of a batched `(image, label)` dataset, as numpy arrays."""
-    images, labels = [], []
-    for x, y in ds.as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
-    return np.concatenate(images), np.concatenate(labels)
-
-
 def evaluate(proba_fn: ProbaFn, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> Evaluation:
     """Runs `proba_fn` over `images` in batches and scores the result."""
     probabilities = np.concatenate(
@@ -95,3 +94,64 @@ def per_class_table(evaluation: Evaluation) -> str:
             f"{row['class']:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>5.4f}  {row['support']:>7}"
         )
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class Report:
+    """What `evaluate_model` measured and wrote."""
+
+    model: Path  # the model file or folder evaluated
+    out: Path  # the report folder
+    evaluation: Evaluation  # on the test split
+    person_made: dict[str, Any] | None = None  # the person-made scores (`person_made.evaluate`), when asked for
+
+
+def evaluate_model(
+    model: str | Path,
+    source: Source,
+    out: str | Path | None = None,
+    *,
+    person_made_examples: int = 0,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
+    """Scores a model in any format `models` loads on the 10,000 test images of
+    `source` and writes the report folder `out` (default: an evaluation/ folder
+    beside the model): metrics.json, confusion_matrix.png and misclassified.png.
+
+    With `person_made_examples` > 0 it also scores the model on that many test
+    digits re-made as people make pictures, writing person_made.json and the
+    pictures under person_made/sets. A run still training is evaluated at its
+    last finished epoch; `progress` says so, and reports the person-made steps.
+    """
+    from mnist_tf import data, person_made, plots, runlock
+    from mnist_tf.errors import UserError
+    from mnist_tf.io import write_json
+    from mnist_tf.models import load_proba_fn, resolve_model_path
+
+    resolved = resolve_model_path(model)
+    training = runlock.holder(resolved.parent) if resolved.name == "model.keras" else None
+    if training:
+        progress(f"note: {resolved.parent} is still training ({training}): evaluating its last finished epoch")
+    proba_fn = load_proba_fn(resolved)
+    images, labels = data.arrays("test", source)
+    report = Report(
+        model=resolved,
+        out=Path(out) if out else (resolved if resolved.is_dir() else resolved.parent) / "evaluation",
+        evaluation=evaluate(proba_fn, images, labels),
+    )
+    try:
+        report.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create report folder {report.out} ({e.strerror}): pass a writable --out"
+        ) from None
+    write_json(report.out / "metrics.json", {"model": str(resolved), **report.evaluation.to_dict()})
+    plots.confusion_matrix(report.evaluation, report.out / "confusion_matrix.png")
+    plots.misclassified(report.evaluation, images, report.out / "misclassified.png")
+    if person_made_examples:
+        n = person_made_examples
+        sets = report.out / "person_made"
+        report.person_made = person_made.evaluate(resolved, images[:n], labels[:n], sets, progress=progress)
+        write_json(report.out / "person_made.json", report.person_made)
+    return report
+

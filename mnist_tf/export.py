@@ -1,60 +1,43 @@
-"""Deployment formats: a versioned SavedModel for TF Serving, and TFLite variants.
+"""`export_model`: a trained model as the files a deployment needs, verified.
 
-The export layout (see docs/deployment.md):
+The export folder OUT (see docs/deployment.md):
 
-    OUT/saved_model/models.config             TF Serving model config (text format)
+    OUT/saved_model/models.config             TF Serving model config (`saved_model.py`)
     OUT/saved_model/mnist/<N>/                one SavedModel per version, N = 1, 2, ...
-        saved_model.pb, variables/
-        assets.extra/tf_serving_warmup_requests, labels.txt, config.json, metrics.json
-    OUT/tflite/mnist_<kind>.tflite            float32, dynamic_range, float16, int8
+    OUT/tflite/mnist_<kind>.tflite            float32, dynamic_range, float16, int8 (`tflite.py`)
+    OUT/tflite/mnist_preprocess.tflite        any picture -> MNIST's 28x28 form
     OUT/tflite/report.json, report.png        accuracy, size, latency, agreement
-
-Both SavedModel signatures return `probabilities` [N,10] float32, `class_id`
-[N] int64 and `logits` [N,10] float32:
-
-    serving_default  image        uint8 [N,28,28,1], white digit on black, as in MNIST
-    serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP/WebP, up to 50 megapixels:
-                                  any picture of a digit, put in MNIST's form by
-                                  `mnist_tf.images.to_mnist_tensor` (the same function
-                                  `mnist-tf predict` runs); it also returns `image`
-                                  uint8 [N,28,28,1], what the model saw, and `blank`
-                                  bool [N], true where no digit was found (then
-                                  `class_id` is -1 and the probabilities are 0.1 each)
-
-Any other dtype or shape, and bytes that do not decode, fail with a
-`tf.errors.InvalidArgumentError` whose message names what was expected.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import tempfile
-import time
-import warnings
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mnist_tf import images, plots, runlock
+from mnist_tf import data, runlock
 from mnist_tf.errors import UserError
-from mnist_tf.evaluate import Evaluation, evaluate_probabilities
-from mnist_tf.io import disk_errors, fault_point, write_bytes, write_json
-from mnist_tf.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, float32_copy
-from mnist_tf.models import SIGNATURE as DEFAULT_SIGNATURE
-from mnist_tf.models import TFLiteRunner, load_keras, resolve_model_path
+from mnist_tf.evaluate import evaluate
+from mnist_tf.models import load_proba_fn, resolve_model_path
+from mnist_tf.names import CALIBRATION_EXAMPLES, MAX_ACCURACY_DROP_POINTS
+from mnist_tf.saved_model import choose_version, export_saved_model, stray_temporaries
+from mnist_tf.tflite import LATENCY_IMAGES, check_accuracy_gate, export_tflite, verify_tflite, write_report
 
-MODEL_NAME = "mnist"
-BYTES_SIGNATURE = "serving_bytes"
-BYTES_INPUT_NAME = "image_bytes"
-WARMUP_FILE = "tf_serving_warmup_requests"
-# Where models.config says the versions are: the path inside the tensorflow/serving
-# container when OUT/saved_model is mounted at /models (docs/deployment.md, "Serving with TF Serving").
-SERVING_BASE_PATH = f"/models/{MODEL_NAME}"
-TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
+# mnist_tf.serve reads the served model's names and versions from here.
+from mnist_tf.names import BYTES_INPUT_NAME, BYTES_SIGNATURE, MODEL_NAME  # noqa: F401, I001
+from mnist_tf.saved_model import versions  # noqa: F401
+
+
+@dataclasses.dataclass
+class Exported:
+    """What `export_model` wrote."""
+
+    saved_model: Path  # the SavedModel version folder, OUT/saved_model/mnist/<N>
+    # Hidden `.tmp-*` folders beside the versions: unfinished versions of an interrupted export (`stray_temporaries`).
+    stray_temporaries: list[Path]
+    tflite: dict[str, Path] = dataclasses.field(default_factory=dict)  # kind -> OUT/tflite/mnist_<kind>.tflite
+    report: dict[str, Any] | None = None  # the TFLite report, as in OUT/tflite/report.json
 
 
 def resolve_keras_path(path: str | Path) -> Path:
@@ -71,335 +54,49 @@ def resolve_keras_path(path: str | Path) -> Path:
     return resolved
 
 
-def serving_archive(model: Any) -> Any:
-    """A `keras.export.ExportArchive` with the pixel and encoded-image signatures."""
-    import keras
-    import tensorflow as tf
+def export_model(
+    model: str | Path,
+    out: Path,
+    source: data.Source,
+    *,
+    version: int | None = None,
+    tflite_kinds: Sequence[str] = (),
+    calibration_examples: int = CALIBRATION_EXAMPLES,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP_POINTS,
+    latency_images: int = LATENCY_IMAGES,
+    on_saved_model: Callable[[Exported], None] = lambda exported: None,
+    on_tflite: Callable[[Exported], None] = lambda exported: None,
+) -> Exported:
+    """Exports a run dir or .keras file into `out`: SavedModel version `version`
+    (default: the next) and, for each of `tflite_kinds`, a TFLite variant verified
+    on the test split against the Keras model.
 
-    def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = model(images, training=False)
-        return {
-            "probabilities": tf.nn.softmax(logits),
-            "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64),
-            "logits": logits,
-        }
-
-    def prepare(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return images.to_mnist_tensor(images.decode_bytes_tensor(encoded))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
-    def serve_pixels(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        # A signature checks the dtype of what it is given, not the shape, and oneDNN's
-        # convolution aborts the whole process (TF Serving included) on some wrong shapes,
-        # such as [N,28,28]: refuse them first, as an InvalidArgumentError naming the shape.
-        return outputs(tf.ensure_shape(image, [None, *IMAGE_SHAPE]))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)])
-    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        image_bytes = tf.ensure_shape(image_bytes, [None])
-        prepared, blank = tf.map_fn(
-            prepare,
-            image_bytes,
-            fn_output_signature=(tf.TensorSpec(IMAGE_SHAPE, tf.uint8), tf.TensorSpec([], tf.bool)),
-        )
-        result = outputs(prepared)
-        # A picture with no digit: class -1, even probabilities, zero logits (never NaN).
-        found = tf.logical_not(blank)
-        return {
-            "probabilities": tf.where(found[:, None], result["probabilities"], 1.0 / NUM_CLASSES),
-            "class_id": tf.where(found, result["class_id"], tf.constant(-1, tf.int64)),
-            "logits": tf.where(found[:, None], result["logits"], 0.0),
-            "image": prepared,
-            "blank": blank,
-        }
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(DEFAULT_SIGNATURE, serve_pixels)
-    archive.add_endpoint(BYTES_SIGNATURE, serve_bytes)
-    return archive
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of one uint8 image [28,28,1]."""
-    import tensorflow as tf
-
-    return tf.io.encode_png(np.asarray(image, np.uint8)).numpy()
-
-
-def write_warmup(path: Path, images: np.ndarray) -> None:
-    """TF Serving warm-up records: one PredictRequest per signature on `images`.
-
-    TF Serving replays them when it loads a version, so the first client
-    request does not pay for graph initialisation.
-    """
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    images = np.asarray(images, np.uint8)
-    inputs = {
-        DEFAULT_SIGNATURE: (INPUT_NAME, tf.make_tensor_proto(images)),
-        BYTES_SIGNATURE: (BYTES_INPUT_NAME, tf.make_tensor_proto([encode_png(i) for i in images], dtype=tf.string)),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, (name, tensor) in inputs.items():
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=signature)
-            )
-            request.inputs[name].CopyFrom(tensor)
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-
-
-def versions(base: Path) -> list[int]:
-    """The version numbers under `base`: the all-digit folder names TF Serving loads."""
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
-
-
-def stray_temporaries(out: Path) -> list[Path]:
-    """The hidden `.tmp-*` folders beside the versions: left by an export that was
-    killed, or being written by one running now. Their names are not numbers, so
-    TF Serving and `versions` ignore them; only a person can tell which is which."""
-    base = Path(out) / "saved_model" / MODEL_NAME
-    return sorted(p for p in base.glob(".tmp-*") if p.is_dir()) if base.is_dir() else []
-
-
-def choose_version(out: Path, version: int | None = None) -> int:
-    """`version`, or the next free number; refuses a version that exists."""
-    base = Path(out) / "saved_model" / MODEL_NAME
-    latest = max(versions(base), default=0)
-    if version is None:
-        return latest + 1
-    if version < 1:
-        raise UserError(f"version must be a positive integer, got {version}")
-    if (base / str(version)).exists():
-        raise UserError(f"version {version} already exists in {base}: omit --version to write version {latest + 1}")
-    return version
-
-
-def models_config() -> str:
-    """TF Serving's `--model_config_file` in protobuf text format."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add()
-    model.name = MODEL_NAME
-    model.base_path = SERVING_BASE_PATH
-    model.model_platform = "tensorflow"
-    return text_format.MessageToString(config)
-
-
-def export_saved_model(keras_path: Path, out: Path, warmup_images: np.ndarray, version: int | None = None) -> Path:
-    """Writes `keras_path` as SavedModel version `version` (default: the next) of
-    OUT/saved_model/mnist and returns the version folder.
-
-    The version is written in a hidden sibling folder and renamed into place,
-    so TF Serving never sees a half-written version and a failure leaves none.
-    The run's config.json and metrics.json, when beside `keras_path`, are copied
-    into assets.extra with labels.txt and the warm-up requests.
-    """
-    base = Path(out) / "saved_model" / MODEL_NAME
-    version = choose_version(out, version)
-    final = base / str(version)
-    model = float32_copy(load_keras(keras_path))
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
-    except OSError as e:
-        raise UserError(f"cannot write to {base} ({e.strerror}): pass a writable --out") from None
-    try:
-        with disk_errors(final, "SavedModel version"):
-            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
-            serving_archive(model).write_out(str(tmp), verbose=False)
-            extra = tmp / "assets.extra"
-            write_warmup(extra / WARMUP_FILE, warmup_images)
-            (extra / "labels.txt").write_text("".join(f"{c}\n" for c in range(NUM_CLASSES)))
-            for name in ("config.json", "metrics.json"):
-                if (keras_path.parent / name).is_file():
-                    shutil.copyfile(keras_path.parent / name, extra / name)
-        fault_point(final, tmp)
-        if final.exists():  # Another export took this version meanwhile.
-            raise UserError(f"version {version} appeared in {base} during the export: run the export again")
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    write_bytes(Path(out) / "saved_model" / "models.config", models_config().encode(), "TF Serving's model config")
-    return final
-
-
-def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.ndarray | None = None) -> bytes:
-    """Converts the `serving_default` signature of a SavedModel to a TFLite flatbuffer.
-
-    Args:
-        saved_model_dir: a SavedModel version folder written by `export_saved_model`.
-        kind: `float32` (no quantisation), `dynamic_range` (int8 weights, float
-            activations), `float16` (float16 weights) or `int8` (full integer,
-            uint8 input, calibrated on `representative_images`).
-        representative_images: uint8 [N,28,28,1]; required for `int8`.
+    int8 is calibrated on the first `calibration_examples` training images. A
+    taken version is refused before any work. `on_saved_model` is called once
+    the SavedModel is in place and `on_tflite` once the TFLite report is
+    written, so a caller can say what was written before the next long step
+    and before the accuracy gate.
 
     Raises:
-        ValueError: for an unknown `kind`, or `int8` without representative images.
+        UserError: for a model that is not Keras or is still training, or a version that exists.
+        AccuracyDropError: a variant lost more than `max_accuracy_drop` points
+            of test accuracy; every file and the report are written first.
     """
-    if kind not in TFLITE_KINDS:
-        raise ValueError(f"unknown TFLite kind {kind!r}; expected one of {', '.join(TFLITE_KINDS)}")
-    if kind == "int8" and (representative_images is None or len(representative_images) == 0):
-        raise ValueError("the int8 kind needs representative images for calibration")
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[DEFAULT_SIGNATURE])
-    if kind != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if kind == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if kind == "int8":
-        images = np.asarray(representative_images, np.uint8)
-
-        def representative_dataset():
-            for image in images:
-                yield {INPUT_NAME: image[None]}
-
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-    with warnings.catch_warnings():
-        # Calibration runs TF's own deprecated interpreter; the warning is not for our users.
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-        return converter.convert()
-
-
-def export_tflite(
-    saved_model_dir: Path, out_dir: Path, calibration_images: np.ndarray, kinds: Sequence[str] = TFLITE_KINDS
-) -> dict[str, Path]:
-    """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite, and the preprocessing as
-    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths."""
-    paths = {}
-    for kind in kinds:
-        content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
-        paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
-        write_bytes(paths[kind], content, f"the {kind} TFLite model")
-    write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing(), "the TFLite preprocessing")
-    return paths
-
-
-PREPROCESS_FILE = "mnist_preprocess.tflite"
-PREPROCESS_SIGNATURE = "preprocess"
-
-
-def convert_preprocessing() -> bytes:
-    """`mnist_tf.images.to_mnist_tensor` as a TFLite flatbuffer of built-in ops only.
-
-    Signature `preprocess`: `pixels` float32 [H,W,C] in [0,1] (C = 1, 2, 3 or 4) ->
-    `image` uint8 [28,28,1] and `blank` bool. A client that decodes a picture
-    itself (a phone app, LiteRT in Python) runs it before a classifier variant,
-    to get the same 28x28 input the SavedModel's `serving_bytes` makes.
-    """
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="pixels")])
-    def preprocess(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        image, blank = images.to_mnist_tensor(pixels)
-        return {"image": image, "blank": blank}
-
-    module = tf.Module()
-    module.preprocess = preprocess
-    with tempfile.TemporaryDirectory() as tmp:
-        tf.saved_model.save(module, tmp, signatures={PREPROCESS_SIGNATURE: preprocess})
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[PREPROCESS_SIGNATURE])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return converter.convert()
-
-
-def batch1_latency_ms(runner: TFLiteRunner, images: np.ndarray) -> float:
-    """Mean milliseconds per single-image call over `images`, after one warm-up call."""
-    runner(images[:1])
-    start = time.perf_counter()
-    for i in range(len(images)):
-        runner(images[i : i + 1])
-    return (time.perf_counter() - start) * 1000 / len(images)
-
-
-def verify_tflite(
-    models: dict[str, Path],
-    images: np.ndarray,
-    labels: np.ndarray,
-    reference: Evaluation,
-    max_accuracy_drop: float = 0.5,
-    latency_images: int = 500,
-    saved_model: Path | None = None,
-) -> dict[str, Any]:
-    """Scores each TFLite model on `images` against the Keras model's `reference`.
-
-    Returns the report written to report.json: per variant the accuracy, its
-    drop below Keras in percentage points, agreement with Keras' predicted
-    classes, file size, batch-1 latency and whether it passed the gate.
-    `saved_model`, the folder the models were converted from, is recorded.
-    """
-    rows = []
-    for kind, path in models.items():
-        runner = TFLiteRunner(Path(path).read_bytes())
-        result = evaluate_probabilities(runner(images), labels)
-        drop = (reference.accuracy - result.accuracy) * 100
-        rows.append(
-            {
-                "variant": kind,
-                "file": Path(path).name,
-                "size_bytes": Path(path).stat().st_size,
-                "accuracy": result.accuracy,
-                "accuracy_drop_points": round(drop, 4),
-                "agreement": float((result.predictions == reference.predictions).mean()),
-                "latency_ms": batch1_latency_ms(runner, images[:latency_images]),
-                "passed": drop <= max_accuracy_drop,
-            }
-        )
-    return {
-        "saved_model": str(saved_model) if saved_model is not None else None,
-        "keras_accuracy": reference.accuracy,
-        "test_examples": len(labels),
-        "max_accuracy_drop_points": max_accuracy_drop,
-        "latency_images": min(latency_images, len(images)),
-        "variants": rows,
-    }
-
-
-def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    """Writes report.json and report.png into `out_dir`."""
-    write_json(Path(out_dir) / "report.json", report, "the TFLite report")
-    plots.tflite_report(report["variants"], Path(out_dir) / "report.png")
-
-
-def report_table(report: dict[str, Any]) -> str:
-    """The report as a plain-text table, Keras first."""
-    lines = [
-        f"{'variant':<14} {'size KiB':>9} {'accuracy':>9} {'drop pts':>9} {'agree':>8} {'ms/image':>9}",
-        f"{'keras':<14} {'':>9} {report['keras_accuracy']:>9.2%}",
-    ]
-    for r in report["variants"]:
-        lines.append(
-            f"{r['variant']:<14} {r['size_bytes'] / 1024:>9.1f} {r['accuracy']:>9.2%} "
-            f"{r['accuracy_drop_points']:>9.2f} {r['agreement']:>8.2%} {r['latency_ms']:>9.3f}"
-            + ("" if r["passed"] else "  FAILED")
-        )
-    return "\n".join(lines)
-
-
-class AccuracyDropError(UserError):
-    """A TFLite variant lost more test accuracy than allowed."""
-
-
-def check_accuracy_gate(report: dict[str, Any]) -> None:
-    """Raises `AccuracyDropError` naming every variant that failed the gate."""
-    failed = [r for r in report["variants"] if not r["passed"]]
-    if failed:
-        details = ", ".join(
-            f"{r['variant']} {r['accuracy']:.2%} (drop {r['accuracy_drop_points']:.2f})" for r in failed
-        )
-        raise AccuracyDropError(
-            f"TFLite variant {', '.join(r['variant'] for r in failed)} fell more than "
-            f"{report['max_accuracy_drop_points']} points below the Keras model's {report['keras_accuracy']:.2%} "
-            f"test accuracy: {details}; calibrate with more --calibration-examples "
-            "or allow a larger --max-accuracy-drop"
-        )
+    keras_path = resolve_keras_path(model)
+    version = choose_version(out, version)
+    images, labels = data.arrays("test", source)
+    saved = export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
+    exported = Exported(saved_model=saved, stray_temporaries=stray_temporaries(out))
+    on_saved_model(exported)
+    if not tflite_kinds:
+        return exported
+    calibration, _ = data.arrays(f"train[:{calibration_examples}]", source)
+    exported.tflite = export_tflite(saved, Path(out) / "tflite", calibration, tflite_kinds)
+    reference = evaluate(load_proba_fn(keras_path), images, labels)
+    exported.report = verify_tflite(
+        exported.tflite, images, labels, reference, max_accuracy_drop, latency_images, saved_model=saved
+    )
+    write_report(exported.report, Path(out) / "tflite")
+    on_tflite(exported)
+    check_accuracy_gate(exported.report)
+    return exported

@@ -25,11 +25,7 @@ import tensorflow as tf
 from keras import layers
 
 from mnist_tf.config import Config
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
+from mnist_tf.names import IMAGE_SHAPE, INPUT_NAME, LOGITS, NUM_CLASSES
 
 
 # Keras mixed-precision policies by Config.mixed_precision: layers compute in
@@ -112,7 +108,7 @@ def build_model(cfg: Config) -> keras.Model:
         x = dense_bn_relu(x, units, bn_momentum=cfg.bn_momentum, dtype=dtype, name=f"fc{d}")
         if cfg.dropout:
             x = layers.Dropout(cfg.dropout, seed=cfg.seed, dtype=dtype, name=f"fc{d}_dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, dtype="float32", name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(NUM_CLASSES, dtype="float32", name=LOGITS)(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 

@@ -13,11 +13,9 @@ import numpy as np
 
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import ProbaFn
+from mnist_tf.names import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES
 
 MODEL_HELP = "a run dir, a .keras file, a SavedModel version folder or a .tflite file"
-SIGNATURE = "serving_default"  # The SavedModel's (and TFLite's) signature for raw MNIST pixels.
-INPUT_NAME = "image"
-PROBABILITIES = "probabilities"
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -63,15 +61,15 @@ def load_saved_model(path: Path) -> ProbaFn:
             f"{path} is not a readable SavedModel ({type(e).__name__}): "
             "pass a version folder written by mnist-tf export"
         ) from None
-    signature = loaded.signatures.get(SIGNATURE)
+    signature = loaded.signatures.get(DEFAULT_SIGNATURE)
     if signature is None or INPUT_NAME not in signature.structured_input_signature[1]:
         raise UserError(
-            f"{path} has no {SIGNATURE} signature with an {INPUT_NAME!r} input: export it with mnist-tf export"
+            f"{path} has no {DEFAULT_SIGNATURE} signature with an {INPUT_NAME!r} input: export it with mnist-tf export"
         )
 
     def proba_fn(images: np.ndarray) -> np.ndarray:
         # `loaded` stays referenced here: the signature needs its variables alive.
-        return loaded.signatures[SIGNATURE](**{INPUT_NAME: tf.constant(np.asarray(images, np.uint8))})[
+        return loaded.signatures[DEFAULT_SIGNATURE](**{INPUT_NAME: tf.constant(np.asarray(images, np.uint8))})[
             PROBABILITIES
         ].numpy()
 
@@ -90,12 +88,12 @@ class TFLiteRunner:
 
         try:
             self.interpreter = Interpreter(model_content=model_content)
-            runner = self.interpreter.get_signature_runner(SIGNATURE)
+            runner = self.interpreter.get_signature_runner(DEFAULT_SIGNATURE)
             self.input = runner.get_input_details()[INPUT_NAME]["index"]
             self.output = runner.get_output_details()[PROBABILITIES]["index"]
         except (ValueError, KeyError, RuntimeError) as e:
             raise UserError(
-                f"{source} is not a TFLite model with a {SIGNATURE} signature mapping {INPUT_NAME!r} to "
+                f"{source} is not a TFLite model with a {DEFAULT_SIGNATURE} signature mapping {INPUT_NAME!r} to "
                 f"{PROBABILITIES!r} ({type(e).__name__}): pass a .tflite written by mnist-tf export"
             ) from None
         self.batch_size: int | None = None

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from mnist_tf.errors import UserError
+from mnist_tf.names import BYTES_INPUT_NAME, BYTES_SIGNATURE, CLASS_ID
 
 SETS = ("mnist", "paper", "photo", "thin", "thick", "colour", "canvas")
 
@@ -180,8 +181,6 @@ def serving_bytes_fn(saved_model: Path) -> Callable[[list[Path]], np.ndarray]:
     """Files -> classes through a SavedModel's `serving_bytes` signature, as TF Serving runs it (-1: no digit)."""
     import tensorflow as tf
 
-    from mnist_tf.export import BYTES_INPUT_NAME, BYTES_SIGNATURE
-
     loaded = tf.saved_model.load(str(saved_model))
     if BYTES_SIGNATURE not in loaded.signatures:
         raise UserError(
@@ -193,7 +192,7 @@ def serving_bytes_fn(saved_model: Path) -> Callable[[list[Path]], np.ndarray]:
         out = []
         for start in range(0, len(paths), batch):
             encoded = tf.constant([Path(p).read_bytes() for p in paths[start : start + batch]])
-            out.append(signature(**{BYTES_INPUT_NAME: encoded})["class_id"].numpy())
+            out.append(signature(**{BYTES_INPUT_NAME: encoded})[CLASS_ID].numpy())
         return np.concatenate(out) if out else np.zeros([0], np.int64)
 
     return classify
@@ -224,7 +223,7 @@ def evaluate(
     """
     import tempfile
 
-    from mnist_tf import export
+    from mnist_tf.saved_model import serving_archive
 
     progress(f"rendering {len(labels)} test digits in {len(kinds)} person-made sets into {out / 'sets'}")
     files = write_sets(images, labels, Path(out) / "sets", kinds)
@@ -240,18 +239,18 @@ def evaluate(
             from mnist_tf.models import load_keras
 
             saved: Path | None = Path(tmp) / "saved_model"
-            export.serving_archive(float32_copy(load_keras(model_path))).write_out(str(saved), verbose=False)
+            serving_archive(float32_copy(load_keras(model_path))).write_out(str(saved), verbose=False)
         else:
             saved = model_path if model_path.is_dir() else None
         if saved is not None:
-            progress(f"scoring the SavedModel's {export.BYTES_SIGNATURE} signature")
-            report[export.BYTES_SIGNATURE] = score(files, serving_bytes_fn(saved))
+            progress(f"scoring the SavedModel's {BYTES_SIGNATURE} signature")
+            report[BYTES_SIGNATURE] = score(files, serving_bytes_fn(saved))
     return report
 
 
 def table(report: dict[str, Any]) -> str:
     """The report as plain text: one row per set, accuracy by each path."""
-    paths = [p for p in ("predict", "serving_bytes") if p in report]
+    paths = [p for p in ("predict", BYTES_SIGNATURE) if p in report]
     lines = [f"{'set':<8}" + "".join(f" {p:>14}" for p in paths) + f" {'images':>7}"]
     for kind in report["predict"]:
         cells = "".join(f" {report[p][kind]['accuracy']:>14.1%}" for p in paths)

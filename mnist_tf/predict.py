@@ -1,4 +1,6 @@
-"""Classify image files with any model `mnist_tf.models` loads.
+"""Classify image files with any model `mnist_tf.models` loads, or on a server.
+
+`predict` is the job of `mnist-tf predict`; `show` draws what the model saw.
 
 Each file goes through `mnist_tf.images.load_image`, the same preprocessing the
 SavedModel's `serving_bytes` signature runs, so a photo, a scan or a canvas
@@ -64,6 +66,22 @@ def predict_files(proba_fn: ProbaFn, paths: Sequence[str | Path], batch_size: in
     return results
 
 
+def predict(
+    paths: Sequence[str | Path], model: str | Path | None = None, server: str | None = None
+) -> list[Prediction]:
+    """Classifies image files with `model` (any format `models` loads) or on `server`, a URL
+    speaking TF Serving's REST API; pass exactly one. See `predict_files` for unreadable files."""
+    if (model is None) == (server is None):
+        raise ValueError("pass exactly one of model and server")
+    if server is not None:
+        from mnist_tf.serve.client import predict_files_on_server
+
+        return predict_files_on_server(server, paths)
+    from mnist_tf.models import load_proba_fn
+
+    return predict_files(load_proba_fn(model), paths)
+
+
 def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:
     """A file's picture shrunk to at most `side` pixels, as float [H,W,C] in [0,1]; None if unreadable."""
     try:
@@ -75,7 +93,10 @@ def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:
 
 
 def show(results: Sequence[Prediction], path: Path) -> Path:
-    """Draws each picture beside the 28x28 the model received and its answer, as a PNG."""
+    """Draws each picture beside the 28x28 the model received and its answer, as a PNG.
+
+    Raises `UserError` when `path` cannot be written.
+    """
     from mnist_tf import plots
 
     rows = [
@@ -87,4 +108,7 @@ def show(results: Sequence[Prediction], path: Path) -> Path:
         )
         for r in results
     ]
-    return plots.what_the_model_saw(rows, path)
+    try:
+        return plots.what_the_model_saw(rows, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}): pass a writable path to --show") from None

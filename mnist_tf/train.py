@@ -20,6 +20,7 @@ when the run ends (docs/distributed.md, "Who writes what").
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import shutil
@@ -34,56 +35,17 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_tf import data, distribute, evaluate, plots, precision, resume, runinfo, runlock
+from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
-from mnist_tf.io import atomic_path, disk_errors, remove_temporaries, write_json
-from mnist_tf.model import build_model, standard_copy
+from mnist_tf.io import disk_errors, remove_temporaries, write_json
+from mnist_tf.model import build_model
 from mnist_tf.models import load_proba_fn
+from mnist_tf.optimizer import make_optimizer
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-class LastGoodCheckpoint(keras.callbacks.Callback):
-    """Saves the model after every epoch whose loss is finite, by write-then-rename.
-
-    The presets' schedules decay the learning rate to (nearly) zero, so the
-    last epoch's weights are the trained model. Choosing an epoch by
-    validation accuracy instead chooses by noise: one of 5,000 validation
-    images is 0.02 points, and in three seeds of the default preset that
-    choice cost 0.01-0.05 points of test accuracy (docs/performance.md).
-    Keras' ModelCheckpoint writes in place, so a kill mid-save would leave a
-    truncated `model.keras`; here a reader sees the old file or the new one.
-    """
-
-    def __init__(self, path: Path, save_at_start: bool = False):
-        super().__init__()
-        self.path = Path(path)
-        self.save_at_start = save_at_start
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        # A resumed run starts from its resume state, which a stop between the two writes can leave
-        # newer than model.keras: save it, so model.keras is the state's epoch even if no epoch is left.
-        if self.save_at_start:
-            self.save()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        # A diverged model can still score: never let it replace a good checkpoint.
-        if np.isfinite((logs or {}).get("loss", math.nan)):
-            self.save()
-
-    def save(self) -> None:
-        with atomic_path(self.path, "the model") as tmp:
-            standard_copy(self.model).save(tmp)
-
-
-class HistoryLogger(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger, whose failure on a full disk names history.csv."""
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        with disk_errors(Path(self.filename), "the training history"):
-            super().on_epoch_end(epoch, logs)
 
 
 def set_threads(threads: int | None = None) -> dict[str, int]:
@@ -119,38 +81,6 @@ def resolve_jit(cfg: Config, replicas: int = 1) -> bool:
     tf.distribute, where it is less tested; `--jit on` still forces it.
     """
     return gpu_available() and replicas == 1 if cfg.jit is None else cfg.jit
-
-
-def make_schedule(cfg: Config, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The learning rate as a function of the step, over the whole run."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "constant":
-        return cfg.learning_rate
-    if cfg.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
-    # onecycle: linear warm-up over the first 20% of steps, then cosine decay to zero.
-    warmup = max(1, total // 5)
-    return keras.optimizers.schedules.CosineDecay(
-        cfg.learning_rate / 25,
-        decay_steps=max(1, total - warmup),
-        warmup_target=cfg.learning_rate,
-        warmup_steps=warmup,
-    )
-
-
-def make_optimizer(cfg: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The configured optimizer, driven by `make_schedule`."""
-    lr = make_schedule(cfg, steps_per_epoch)
-    if cfg.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(lr, momentum=cfg.momentum)
-    elif cfg.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = keras.optimizers.Adam(lr)
-    # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
-    if cfg.mixed_precision == "float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
 
 
 def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras.Model:
@@ -222,7 +152,7 @@ def train_and_evaluate(
     strategy: str = "default",
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any] | None:
-    """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the best
+    """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the last
     checkpoint on the test split and returns the metrics written to metrics.json.
 
     The run dir is locked for the whole call: a second call on it refuses (`runlock`).
@@ -249,42 +179,100 @@ def _train_and_evaluate(
     strategy: str,
     extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> dict[str, Any] | None:
+    """The steps of `train_and_evaluate`, run holding the run dir's lock."""
     check_run_dir(run_dir, cfg, overwrite)
     cfg.save(run_dir / "config.json")
     dist = distribute.make_strategy(strategy)
     runinfo.record_start(run_dir, source, cfg, distribute.describe(dist))
-    # `auto` precision is measured (or read from the cache) here: after the strategy, before the seed.
-    mixed_precision, precision_decision = precision.resolve(cfg, gpu_available())
-    print(precision.describe(precision_decision), file=sys.stderr)
-    identity, cfg = cfg, cfg.replace(mixed_precision=mixed_precision)
-
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-
+    run_cfg, precision_decision = _set_up(cfg)
     start = time.perf_counter()
-    datasets = data.make_datasets(cfg, source)
+    datasets = data.make_datasets(run_cfg, source)
     data_seconds = time.perf_counter() - start
-    steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
-    with dist.scope():  # Variables (model, optimizer, metrics) are made once per replica.
-        model = compile_model(build_model(cfg), cfg, steps_per_epoch, dist.num_replicas_in_sync)
-        model = distribute.fit_compatible(model, dist)
+    model = _build(run_cfg, dist, datasets.train_examples)
+    fitted = _fit(model, run_cfg, datasets, run_dir, extra_callbacks)
+    if not role.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)  # The chief holds the run; this was scratch.
+        print(f"{role.name} finished; the chief writes the run to {chief_dir}", file=sys.stderr)
+        return None
 
-    history_path = run_dir / "history.csv"
-    state = resume.ResumeState(run_dir / "backup")
-    epochs_before = state.epoch
-    resuming = state.path is not None
-    # The history row first, then the state: a stop between the two leaves a row that the next
-    # run drops (trim_history) and trains again, never a resumed epoch without its row.
-    callbacks = [
+    history = read_history(run_dir / "history.csv")
+    plots.learning_curves(history, run_dir / "learning_curves.png")
+    images, labels = data.dataset_arrays(datasets.test)
+    result = evaluate.evaluate(load_proba_fn(run_dir / "model.keras"), images, labels)
+    metrics = {
+        **_scores_and_times(result, history, fitted, datasets, data_seconds),
+        **_environment(run_cfg, dist, role),
+        "mixed_precision": precision_decision,
+        "config": cfg.to_dict(),
+        "test": result.to_dict(),
+    }
+    write_json(run_dir / "metrics.json", metrics, "the run's metrics")
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # Finished: nothing to resume.
+    return metrics
+
+
+def _set_up(cfg: Config) -> tuple[Config, dict[str, Any]]:
+    """Decides the precision, then seeds TensorFlow; returns the config the run computes with
+    (`cfg` with `auto` precision resolved) and how the precision was chosen.
+
+    `auto` is measured (or read from the cache) here: after the strategy is made, before the seed.
+    """
+    mixed_precision, decision = precision.resolve(cfg, gpu_available())
+    print(precision.describe(decision), file=sys.stderr)
+    run_cfg = cfg.replace(mixed_precision=mixed_precision)
+    keras.utils.set_random_seed(run_cfg.seed)
+    if run_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return run_cfg, decision
+
+
+def _build(cfg: Config, dist: tf.distribute.Strategy, train_examples: int) -> keras.Model:
+    """The compiled model; its variables (model, optimizer, metrics) are made once per replica of `dist`."""
+    steps_per_epoch = math.ceil(train_examples / cfg.batch_size)
+    with dist.scope():
+        model = compile_model(build_model(cfg), cfg, steps_per_epoch, dist.num_replicas_in_sync)
+        return distribute.fit_compatible(model, dist)
+
+
+@dataclasses.dataclass
+class _Fitted:
+    """What one call's `fit` did."""
+
+    losses: list[float]  # one per epoch trained in this call
+    seconds: float
+    resumed_after_epoch: int | None  # None when the run started afresh
+
+
+def _callbacks(
+    run_dir: Path, state: resume.ResumeState, resuming: bool, extra: Sequence[keras.callbacks.Callback]
+) -> list[keras.callbacks.Callback]:
+    """`fit`'s callbacks, in order.
+
+    The history row first, then the state: a stop between the two leaves a row that the next
+    run drops (trim_history) and trains again, never a resumed epoch without its row.
+    """
+    return [
         keras.callbacks.TerminateOnNaN(),
-        HistoryLogger(str(history_path), append=True),
+        HistoryLogger(str(run_dir / "history.csv"), append=True),
         state,  # restores before LastGoodCheckpoint saves the restored model
         LastGoodCheckpoint(run_dir / "model.keras", save_at_start=resuming),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
-        *extra_callbacks,
+        *extra,
     ]
-    resume.trim_history(history_path, epochs_before)
+
+
+def _fit(
+    model: keras.Model,
+    cfg: Config,
+    datasets: data.Datasets,
+    run_dir: Path,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> _Fitted:
+    """Trains the epochs of `cfg` an interrupted run has not finished; refuses a loss that became NaN or inf."""
+    state = resume.ResumeState(run_dir / "backup")
+    epochs_before, resuming = state.epoch, state.path is not None
+    callbacks = _callbacks(run_dir, state, resuming, extra_callbacks)
+    resume.trim_history(run_dir / "history.csv", epochs_before)
     if resuming:
         print(f"Resuming the interrupted run in {run_dir} after epoch {epochs_before}", file=sys.stderr)
 
@@ -298,39 +286,43 @@ def _train_and_evaluate(
             shuffle=False,  # The tf.data pipeline already shuffles, seeded.
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    train_seconds = time.perf_counter() - start
-
+    seconds = time.perf_counter() - start
     losses = fit.history.get("loss", [])
     if any(not np.isfinite(v) for v in losses):
         raise TrainingDiverged(
             f"training stopped: the loss became {losses[-1]} in epoch {epochs_before + len(losses)}; "
             f"lower --learning-rate (was {cfg.learning_rate}); the last good checkpoint is kept in {run_dir / 'model.keras'}"
         )
+    return _Fitted(losses, seconds, epochs_before if resuming else None)
 
-    if not role.is_chief:
-        shutil.rmtree(run_dir, ignore_errors=True)  # The chief holds the run; this was scratch.
-        print(f"{role.name} finished; the chief writes the run to {chief_dir}", file=sys.stderr)
-        return None
 
-    history = read_history(history_path)
-    plots.learning_curves(history, run_dir / "learning_curves.png")
-
-    images, labels = evaluate.dataset_arrays(datasets.test)
-    result = evaluate.evaluate(load_proba_fn(run_dir / "model.keras"), images, labels)
-
-    epochs_this_run = len(losses)
-    metrics = {
+def _scores_and_times(
+    result: evaluate.Evaluation,
+    history: dict[str, list[float]],
+    fitted: _Fitted,
+    datasets: data.Datasets,
+    data_seconds: float,
+) -> dict[str, Any]:
+    """metrics.json's measurements: test and validation scores, epochs, times and data sizes."""
+    validation = history.get("val_accuracy")
+    return {
         "test_accuracy": result.accuracy,
         "test_loss": result.loss,
-        "final_val_accuracy": history["val_accuracy"][-1] if "val_accuracy" in history else None,
-        "best_val_accuracy": max(history["val_accuracy"]) if "val_accuracy" in history else None,
+        "final_val_accuracy": validation[-1] if validation else None,
+        "best_val_accuracy": max(validation) if validation else None,
         "epochs": len(history.get("loss", [])),
-        "resumed_after_epoch": epochs_before if resuming else None,
-        "train_seconds": round(train_seconds, 3),
+        "resumed_after_epoch": fitted.resumed_after_epoch,
+        "train_seconds": round(fitted.seconds, 3),
         "data_seconds": round(data_seconds, 3),
-        "train_images_per_second": round(epochs_this_run * datasets.train_examples / train_seconds, 1),
+        "train_images_per_second": round(len(fitted.losses) * datasets.train_examples / fitted.seconds, 1),
         "train_examples": datasets.train_examples,
         "validation_examples": datasets.validation_examples,
+    }
+
+
+def _environment(cfg: Config, dist: tf.distribute.Strategy, role: distribute.Role) -> dict[str, Any]:
+    """metrics.json's account of where the run computed: XLA, device, threads, strategy, versions."""
+    return {
         "jit_compile": resolve_jit(cfg, dist.num_replicas_in_sync),
         "device": "GPU" if gpu_available() else "CPU",
         "threads": {  # 0 is TensorFlow's "one per core"
@@ -340,10 +332,4 @@ def _train_and_evaluate(
         **distribute.describe(dist),
         "workers": role.num_workers,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "mixed_precision": precision_decision,
-        "config": identity.to_dict(),
-        "test": result.to_dict(),
     }
-    write_json(run_dir / "metrics.json", metrics, "the run's metrics")
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # Finished: nothing to resume.
-    return metrics

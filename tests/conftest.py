@@ -107,9 +107,9 @@ def tiny_keras(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_saved_model(tiny_keras, tmp_path_factory):
-    """`tiny_keras` exported by `export_saved_model`: the SavedModel version folder."""
+    """`tiny_keras` exported by `saved_model.export_saved_model`: the SavedModel version folder."""
     import numpy as np
 
-    from mnist_tf.export import export_saved_model
+    from mnist_tf.saved_model import export_saved_model
 
     return export_saved_model(tiny_keras, tmp_path_factory.mktemp("tiny_export"), np.zeros((1, 28, 28, 1), np.uint8))

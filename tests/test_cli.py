@@ -47,6 +47,15 @@ def test_version_and_help():
         assert command in result.output
 
 
+def test_train_help_gives_the_presets_own_values():
+    from mnist_tf import config
+
+    help_text = " ".join(run("train", "--help").output.split())
+    validation = ", ".join(f"{name} {cfg.validation_examples}" for name, cfg in config.PRESETS.items())
+    assert f"[preset's: {validation}]" in help_text
+    assert f"[preset's: {config.DEFAULT.seed}]" in help_text  # every preset has the same seed
+
+
 @pytest.fixture
 def finished_run(tmp_path, mock_mnist):
     run_dir = tmp_path / "run"

@@ -8,7 +8,6 @@ from conftest import ARCHIVES, archives_present
 
 from mnist_tf import config, data
 from mnist_tf.errors import UserError
-from mnist_tf.evaluate import dataset_arrays
 
 # Digits 0-9 in MNIST's 10,000 test images.
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -153,7 +152,7 @@ def test_real_splits_have_the_documented_sizes(real_source):
     assert (ds.train_examples, ds.validation_examples) == (55000, 5000)
     everything = data.make_datasets(config.DEFAULT, real_source)  # the default holds nothing out
     assert (everything.train_examples, everything.validation_examples) == (60000, 0) and everything.validation is None
-    images, labels = dataset_arrays(ds.test)
+    images, labels = data.dataset_arrays(ds.test)
     assert images.dtype == np.uint8 and images.shape == (10000, 28, 28, 1) and images.max() == 255
     # TFDS reorders examples when it prepares them; the label counts must match the test set's.
     assert np.array_equal(np.bincount(labels, minlength=10), TEST_LABEL_COUNTS)

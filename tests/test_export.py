@@ -1,7 +1,7 @@
 """Export: the SavedModel for TF Serving and the TFLite variants, compared with Keras.
 
-The slow tests share one export of the session's trained model, with every
-TFLite kind converted and verified once on the 10,000 test images.
+The slow tests share one `export_model` of the session's trained model, with
+every TFLite kind converted and verified once on the 10,000 test images.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import is_png
 
-from mnist_tf import export
+from mnist_tf import export, saved_model, tflite
 from mnist_tf.errors import UserError
+from mnist_tf.names import TFLITE_KINDS
 
 CALIBRATION_EXAMPLES = 200
 
@@ -34,9 +35,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def test_arrays(real_source):
-    from mnist_tf import data, evaluate
+    from mnist_tf import data
 
-    return evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test", real_source)))
+    return data.arrays("test", real_source)
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +50,14 @@ def reference(trained_run, test_arrays):
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run, real_source, test_arrays, reference, tmp_path_factory):
+def exported(trained_run, real_source, tmp_path_factory):
     """One export of every format, with the TFLite report."""
-    from mnist_tf import data, evaluate
-
-    images, labels = test_arrays
     out = tmp_path_factory.mktemp("export")
-    saved = export.export_saved_model(trained_run / "model.keras", out, warmup_images=images[:3])
-    calibration, _ = evaluate.dataset_arrays(
-        data.eval_pipeline(data.load_split(f"train[:{CALIBRATION_EXAMPLES}]", real_source))
+    result = export.export_model(
+        trained_run, out, real_source, tflite_kinds=TFLITE_KINDS, calibration_examples=CALIBRATION_EXAMPLES,
+        latency_images=20,
     )
-    models = export.export_tflite(saved, out / "tflite", calibration)
-    report = export.verify_tflite(models, images, labels, reference, latency_images=20, saved_model=saved)
-    export.write_report(report, out / "tflite")
-    return types.SimpleNamespace(out=out, saved=saved, models=models, report=report)
+    return types.SimpleNamespace(out=out, saved=result.saved_model, models=result.tflite, report=result.report)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +176,7 @@ def test_every_tflite_kind_converts_runs_and_agrees_with_keras(exported, referen
     from ai_edge_litert.interpreter import Interpreter
 
     rows = {r["variant"]: r for r in exported.report["variants"]}
-    assert list(rows) == list(export.TFLITE_KINDS)
+    assert list(rows) == list(TFLITE_KINDS)
     for kind, row in rows.items():
         path = exported.out / "tflite" / f"mnist_{kind}.tflite"
         assert row["size_bytes"] == path.stat().st_size > 0
@@ -200,15 +195,15 @@ def test_every_tflite_kind_converts_runs_and_agrees_with_keras(exported, referen
     assert report["keras_accuracy"] == pytest.approx(reference.accuracy)
     assert report["test_examples"] == 10000
     assert report["saved_model"] == str(exported.saved)
-    assert [r["variant"] for r in report["variants"]] == list(export.TFLITE_KINDS)
+    assert [r["variant"] for r in report["variants"]] == list(TFLITE_KINDS)
     assert is_png(exported.out / "tflite" / "report.png")
 
 
 def test_convert_tflite_rejects_an_unknown_kind(tmp_path):
     with pytest.raises(ValueError, match="unknown TFLite kind 'int4'"):
-        export.convert_tflite(tmp_path, "int4")
+        tflite.convert_tflite(tmp_path, "int4")
     with pytest.raises(ValueError, match="representative images"):
-        export.convert_tflite(tmp_path, "int8")
+        tflite.convert_tflite(tmp_path, "int8")
 
 
 def test_accuracy_gate_names_only_the_failing_variant():
@@ -217,10 +212,10 @@ def test_accuracy_gate_names_only_the_failing_variant():
         {"variant": "int8", "accuracy": 0.975, "accuracy_drop_points": 1.5, "passed": False},
     ]
     report = {"keras_accuracy": 0.99, "max_accuracy_drop_points": 0.5, "variants": rows}
-    with pytest.raises(export.AccuracyDropError, match=r"variant int8 fell more than 0.5 points") as info:
-        export.check_accuracy_gate(report)
+    with pytest.raises(tflite.AccuracyDropError, match=r"variant int8 fell more than 0.5 points") as info:
+        tflite.check_accuracy_gate(report)
     assert "float32" not in str(info.value)
-    export.check_accuracy_gate({**report, "variants": rows[:1]})
+    tflite.check_accuracy_gate({**report, "variants": rows[:1]})
 
 
 @pytest.mark.slow
@@ -230,25 +225,25 @@ def test_accuracy_gate_trips_when_the_threshold_is_forced(exported, test_arrays,
     images, labels = test_arrays[0][:2000], test_arrays[1][:2000]
     subset = evaluate_probabilities(reference.probabilities[:2000], labels)
     # -1 demands a point more than Keras, which an equally good variant cannot give.
-    report = export.verify_tflite(
+    report = tflite.verify_tflite(
         {"int8": exported.models["int8"]}, images, labels, subset, max_accuracy_drop=-1, latency_images=2
     )
     assert report["variants"][0]["passed"] is False
-    with pytest.raises(export.AccuracyDropError, match="variant int8 fell"):
-        export.check_accuracy_gate(report)
+    with pytest.raises(tflite.AccuracyDropError, match="variant int8 fell"):
+        tflite.check_accuracy_gate(report)
 
 
 @pytest.mark.slow
 def test_export_cli_fails_naming_the_variant_that_loses_accuracy(trained_run, real_source, tmp_path, monkeypatch):
     from mnist_tf.cli import main
 
-    class Shifted(export.TFLiteRunner):
+    class Shifted(tflite.TFLiteRunner):
         """Predicts the next digit: a variant that lost its accuracy."""
 
         def __call__(self, images):
             return np.roll(super().__call__(images), 1, axis=1)
 
-    monkeypatch.setattr(export, "TFLiteRunner", Shifted)
+    monkeypatch.setattr(tflite, "TFLiteRunner", Shifted)
     out = tmp_path / "out"
     args = ["export", "--model", str(trained_run), "--out", str(out), "--tflite-kind", "float32"]
     result = CliRunner().invoke(main, args + real_data_args())
@@ -268,37 +263,37 @@ def test_versions_are_never_overwritten(trained_run, real_source, tmp_path):
 
     keras_path = trained_run / "model.keras"
     warmup = np.zeros((1, 28, 28, 1), np.uint8)
-    assert export.export_saved_model(keras_path, tmp_path, warmup).name == "1"
-    assert export.export_saved_model(keras_path, tmp_path, warmup).name == "2"
+    assert saved_model.export_saved_model(keras_path, tmp_path, warmup).name == "1"
+    assert saved_model.export_saved_model(keras_path, tmp_path, warmup).name == "2"
     base = tmp_path / "saved_model" / "mnist"
     before = tree_digest(base)
 
     with pytest.raises(UserError, match="version 1 already exists.*write version 3"):
-        export.export_saved_model(keras_path, tmp_path, warmup, version=1)
+        saved_model.export_saved_model(keras_path, tmp_path, warmup, version=1)
     args = ["export", "--model", str(trained_run), "--out", str(tmp_path), "--version", "2"]
     result = CliRunner().invoke(main, args + real_data_args())
     assert result.exit_code == 2 and "version 2 already exists" in result.output, result.output
     assert tree_digest(base) == before
 
-    assert export.export_saved_model(keras_path, tmp_path, warmup, version=7).name == "7"
-    assert export.versions(base) == [1, 2, 7]
-    assert export.choose_version(tmp_path) == 8
+    assert saved_model.export_saved_model(keras_path, tmp_path, warmup, version=7).name == "7"
+    assert saved_model.versions(base) == [1, 2, 7]
+    assert saved_model.choose_version(tmp_path) == 8
 
 
 @pytest.mark.slow
 def test_a_failed_export_leaves_no_version_folder(trained_run, tmp_path, monkeypatch):
     keras_path = trained_run / "model.keras"
     warmup = np.zeros((1, 28, 28, 1), np.uint8)
-    export.export_saved_model(keras_path, tmp_path, warmup)
+    saved_model.export_saved_model(keras_path, tmp_path, warmup)
     base = tmp_path / "saved_model" / "mnist"
     before = tree_digest(base)
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "write_warmup", fail)
+    monkeypatch.setattr(saved_model, "write_warmup", fail)
     with pytest.raises(OSError, match="disk full"):
-        export.export_saved_model(keras_path, tmp_path, warmup)
+        saved_model.export_saved_model(keras_path, tmp_path, warmup)
     assert sorted(p.name for p in base.iterdir()) == ["1"]
     assert tree_digest(base) == before
 

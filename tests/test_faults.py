@@ -23,13 +23,13 @@ from conftest import ARCHIVES, REPO, real_data_args
 from test_cli import QUICK, assert_one_line_error, run, sha256
 from test_train import cli, real_args
 
-from mnist_tf import config, export, runlock
-from mnist_tf import train as train_module
+from mnist_tf import config, runlock, saved_model
+from mnist_tf import optimizer
 from mnist_tf.io import FAULT_ENV, DiskFull, disk_full_reason, write_bytes
 from mnist_tf.model import build_model
 from mnist_tf.models import load_keras
 from mnist_tf.resume import latest_state, trim_history
-from mnist_tf.train import HistoryLogger, LastGoodCheckpoint
+from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
 
 # 2 x 63 steps: about 96% test accuracy, in seconds.
 SHORT = ("--train-examples", "2000", "--epochs", "2", "--batch-size", "32")
@@ -37,7 +37,7 @@ SHORT = ("--train-examples", "2000", "--epochs", "2", "--batch-size", "32")
 
 def test_nan_loss_stops_with_one_line_and_nonzero_exit(tmp_path, mock_mnist, monkeypatch):
     # No learning rate the CLI accepts diverges reliably (BatchNorm absorbs it), so force one.
-    monkeypatch.setattr(train_module, "make_schedule", lambda cfg, steps: 1e30)
+    monkeypatch.setattr(optimizer, "make_schedule", lambda cfg, steps: 1e30)
     run_dir = tmp_path / "run"
     result = run("train", *QUICK, "--run-dir", run_dir)
     assert_one_line_error(result, "loss became", "lower --learning-rate")
@@ -364,13 +364,13 @@ def test_a_full_disk_and_kills_at_each_export_write_leave_no_partial_version_or_
     # The SavedModel's variables (1.2 MB) are the first file over 200 kB.
     line = error_line(run_child(args, limit=200_000))
     assert f"could not write SavedModel version {base / '1'} (file too large)" in line, line
-    assert export.versions(base) == [] and export.stray_temporaries(out) == [] and not config_file.exists()
+    assert saved_model.versions(base) == [] and saved_model.stray_temporaries(out) == [] and not config_file.exists()
 
     # Killed with the whole version written but not yet renamed into place.
     assert killed(result := run_child(args, fault="saved_model/mnist/1:kill")), result.stderr[-2000:]
     # TF Serving loads the highest all-digit folder: there must be none, only the hidden leftover.
-    writing = export.stray_temporaries(out)
-    assert export.versions(base) == [] and len(writing) == 1 and not config_file.exists()
+    writing = saved_model.stray_temporaries(out)
+    assert saved_model.versions(base) == [] and len(writing) == 1 and not config_file.exists()
 
     for fault, written in [
         ("models.config:kill", config_file),
@@ -380,11 +380,11 @@ def test_a_full_disk_and_kills_at_each_export_write_leave_no_partial_version_or_
         assert killed(result := run_child(args, fault=fault)), (fault, result.stderr[-2000:])
         assert not written.exists(), fault
         assert [p for p in written.parent.iterdir() if p.name.startswith(f".{written.stem}.")], fault  # hidden
-    assert export.versions(base) == [1, 2, 3] and (tflite / "mnist_float32.tflite").is_file()
+    assert saved_model.versions(base) == [1, 2, 3] and (tflite / "mnist_float32.tflite").is_file()
 
     result = run_child(args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert export.versions(base) == [1, 2, 3, 4] and (tflite / "report.json").is_file() and config_file.is_file()
+    assert saved_model.versions(base) == [1, 2, 3, 4] and (tflite / "report.json").is_file() and config_file.is_file()
     note = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert len(note) == 1 and writing[0].name in note[0] and "delete them" in note[0], result.stderr
     signature = tf.saved_model.load(str(base / "4")).signatures["serving_default"]

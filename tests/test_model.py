@@ -171,7 +171,7 @@ def test_the_checkpoint_opens_in_plain_keras_in_a_fresh_interpreter(tmp_path):
     import subprocess
     import sys
 
-    from mnist_tf.train import LastGoodCheckpoint
+    from mnist_tf.callbacks import LastGoodCheckpoint
 
     model = build_model(config.DEFAULT.replace(mixed_precision="bfloat16"))
     callback = LastGoodCheckpoint(tmp_path / "model.keras")

@@ -133,6 +133,18 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
     assert "image" not in results[0].to_dict() and results[3].image is None
 
 
+def test_show_refuses_a_path_it_cannot_write_in_one_user_error(tmp_path):
+    from mnist_tf.predict import Prediction, show
+
+    Image.fromarray(stroke_image()).save(tmp_path / "a.png")
+    results = [Prediction(file=str(tmp_path / "a.png"), digit=1, probability=0.9, image=to_mnist(stroke_image())[0])]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match=f"cannot write {blocker / 'seen.png'} .*: pass a writable path to --show"):
+        show(results, blocker / "seen.png")
+    assert show(results, tmp_path / "seen.png") == tmp_path / "seen.png"
+
+
 # Slow tests: the session's trained model in every format, on real test digits.
 
 
@@ -140,11 +152,13 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
 def formats(trained_run, real_source, tmp_path_factory):
     """The trained model as run dir, .keras, SavedModel and float32 .tflite, plus
     PNGs of test digits that the Keras model classifies confidently."""
-    from mnist_tf import data, evaluate, export
+    from mnist_tf import data
+    from mnist_tf.saved_model import export_saved_model
+    from mnist_tf.tflite import convert_tflite
     from mnist_tf.io import write_bytes
     from mnist_tf.models import load_proba_fn
 
-    images, labels = evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test[:500]", real_source)))
+    images, labels = data.arrays("test[:500]", real_source)
     probabilities = load_proba_fn(trained_run)(images)
     # The session's model trains for one short epoch; keep digits it is sure of.
     sure = np.flatnonzero((probabilities.argmax(1) == labels) & (probabilities.max(1) > 0.9))[:8]
@@ -156,9 +170,9 @@ def formats(trained_run, real_source, tmp_path_factory):
         pixels = images[i, :, :, 0] if n % 2 else 255 - images[i, :, :, 0]
         files.append(out / f"digit{n}_{labels[i]}.png")
         Image.fromarray(pixels).save(files[-1])
-    saved = export.export_saved_model(trained_run / "model.keras", out, images[:2])
+    saved = export_saved_model(trained_run / "model.keras", out, images[:2])
     tflite = out / "mnist_float32.tflite"
-    write_bytes(tflite, export.convert_tflite(saved, "float32"))
+    write_bytes(tflite, convert_tflite(saved, "float32"))
     models = {"run dir": trained_run, "keras": trained_run / "model.keras", "saved_model": saved, "tflite": tflite}
     return types.SimpleNamespace(models=models, files=files, labels=[int(labels[i]) for i in sure])
 

@@ -37,9 +37,9 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def digits(real_source):
     """The first 200 MNIST test images and labels."""
-    from mnist_tf import data, evaluate
+    from mnist_tf import data
 
-    return evaluate.dataset_arrays(data.eval_pipeline(data.load_split("test[:200]", real_source)))
+    return data.arrays("test[:200]", real_source)
 
 
 @pytest.fixture(scope="module")

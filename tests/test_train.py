@@ -12,7 +12,8 @@ import pytest
 
 from mnist_tf import config
 from mnist_tf.resume import latest_state
-from mnist_tf.train import make_optimizer, make_schedule, read_history
+from mnist_tf.optimizer import make_optimizer, make_schedule
+from mnist_tf.train import read_history
 
 from conftest import real_data_args
 

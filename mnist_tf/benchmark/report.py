@@ -1,0 +1,109 @@
+"""The benchmark's result as Markdown tables: printed, written to benchmark.md, pasted into docs/performance.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mnist_tf.benchmark.measurements import TARGETS, target_key
+
+def tables(result: dict[str, Any]) -> str:
+    """Markdown tables of `result`, as printed and pasted into docs/performance.md."""
+    m, t = result["machine"], result["threads"]
+    out = [
+        f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'no AVX-512'}), {m['cores']} cores, "
+        f"GPUs: {', '.join(m['gpus']) or 'none'}; "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; threads intra-op {t['intra_op']}, inter-op {t['inter_op']}."
+    ]
+    if "peak_gflops" in result:
+        p = result["peak_gflops"]
+        out.append(f"\nMeasured matmul peak: float32 {p['float32']:.0f} GFLOP/s, bfloat16 {p['bfloat16']:.0f} GFLOP/s.")
+    if "throughput" in result:
+        out += throughput_table(result["throughput"])
+    if "accuracy" in result:
+        out += accuracy_table(result["accuracy"])
+    if "inference" in result:
+        out += inference_table(result["inference"])
+    if "serve" in result:
+        from mnist_tf.serve.load import table
+
+        out.append(table(result["serve"]))
+    return "\n".join(out)
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "\n| preset | precision | batch | XLA | train img/s (median) | repeats | MFLOP/img (train) | of peak "
+        "| warm-up s | CPU steal |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['preset']} | {r['precision']} | {r['batch_size']} | {'on' if r['jit'] else 'off'} | "
+            f"{r['images_per_second']:,.0f} | {', '.join(f'{x:,.0f}' for x in r['repeats'])} | "
+            f"{r['train_mflops_per_image']:.1f} | {r['fraction_of_peak']:.1%} | {r['warmup_seconds']:.1f} | "
+            f"{_pct(r.get('steal_percent'))} |"
+        )
+    return out
+
+
+def accuracy_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    def to_targets(seconds_to: dict[str, float | None]) -> str:  # keyed by target, e.g. "0.990"
+        return "".join(f"{_secs(seconds_to[target_key(t)])} | " for t in TARGETS)
+
+    out = [
+        "\n| preset | seed | test accuracy | fit s | img/s | "
+        + "".join(f"s to {t:.1%} | " for t in TARGETS)
+        + "peak RSS MiB | CPU steal |",
+        "| --- | ---: | ---: | ---: | ---: | " + "---: | " * len(TARGETS) + "---: | ---: |",
+    ]
+    for name, summary in summaries.items():
+        for r in summary["runs"]:
+            if "error" in r:
+                out.append(f"| {name} | {r['seed']} | failed: {r['error'][:60]} | | | " + "| " * len(TARGETS) + "| |")
+                continue
+            out.append(
+                f"| {name} | {r['seed']} | {r['test_accuracy']:.2%} | {r['fit_seconds']:.1f} | "
+                f"{r['train_images_per_second']:,.0f} | {to_targets(r['seconds_to'])}"
+                f"{r['peak_rss_mib']:,.0f} | {_pct(r.get('steal_percent'))} |"
+            )
+        if "median_test_accuracy" in summary:
+            out.append(
+                f"| **{name} median** | | **{summary['median_test_accuracy']:.2%}** | "
+                f"**{summary['median_fit_seconds']:.1f}** | {summary['median_train_images_per_second']:,.0f} | "
+                f"{to_targets(summary['median_seconds_to'])}{summary['max_peak_rss_mib']:,.0f} | |"
+            )
+    return out
+
+
+def inference_table(inference: dict[str, Any]) -> list[str]:
+    out = [
+        f"\nModel: {inference['model']}",
+        "\n| format | batch-1 latency ms | batch-256 img/s | size KiB | test accuracy |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in inference["rows"]:
+        size = f"{r['size_bytes'] / 1024:,.0f}" if r["size_bytes"] else ""
+        accuracy = "" if r.get("test_accuracy") is None else f"{r['test_accuracy']:.2%}"
+        out.append(
+            f"| {r['format']} | {r['latency_ms_batch1']:.3f} | {r['images_per_second_batch256']:,.0f} | {size} "
+            f"| {accuracy} |"
+        )
+    return out
+
+
+def _secs(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+def run_line(run: dict[str, Any]) -> str:
+    """One accuracy run in a line, for progress."""
+    if "error" in run:
+        return f"failed: {run['error']}"
+    return (
+        f"test accuracy {run['test_accuracy']:.4f}, fit {run['fit_seconds']:.1f} s, "
+        f"{run['train_images_per_second']:.0f} img/s, peak RSS {run['peak_rss_mib']:.0f} MiB"
+    )
