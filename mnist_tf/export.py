@@ -24,10 +24,6 @@ from mnist_tf.names import CALIBRATION_EXAMPLES, MAX_ACCURACY_DROP_POINTS
 from mnist_tf.saved_model import choose_version, export_saved_model, stray_temporaries
 from mnist_tf.tflite import LATENCY_IMAGES, check_accuracy_gate, export_tflite, verify_tflite, write_report
 
-# mnist_tf.serve reads the served model's names and versions from here.
-from mnist_tf.names import BYTES_INPUT_NAME, BYTES_SIGNATURE, MODEL_NAME  # noqa: F401, I001
-from mnist_tf.saved_model import versions  # noqa: F401
-
 
 @dataclasses.dataclass
 class Exported:

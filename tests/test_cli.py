@@ -256,7 +256,7 @@ def test_benchmark_given_a_run_reads_mnist_where_it_was_trained(tmp_path, tiny_k
     runinfo.record_start(run_dir, data.Source(manual_dir=archives), config.FAST, {})
     monkeypatch.delenv(data.MANUAL_DIR_ENV, raising=False)
     sources = []
-    monkeypatch.setattr(benchmark, "run", lambda parts, settings, source, *args, **kwargs: sources.append(source) or {})
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda out, source, *args, **kwargs: sources.append(source) or {})
     monkeypatch.setattr(benchmark, "tables", lambda result: "")
     result = run("benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "bench")
     assert result.exit_code == 0, result.output

@@ -45,7 +45,7 @@ def digits(real_source):
 @pytest.fixture(scope="module")
 def served(trained_run, digits, tmp_path_factory):
     """The trained model exported and served: (server, SavedModel version folder)."""
-    from mnist_tf.export import export_saved_model
+    from mnist_tf.saved_model import export_saved_model
 
     out = tmp_path_factory.mktemp("browser_export")
     version = export_saved_model(trained_run / "model.keras", out, digits[0][:3])

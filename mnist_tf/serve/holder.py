@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from mnist_tf.errors import UserError
-from mnist_tf.export import MODEL_NAME, versions
+from mnist_tf.names import DEFAULT_SIGNATURE, MODEL_NAME
+from mnist_tf.saved_model import versions
 from mnist_tf.serve.batching import Batcher
 from mnist_tf.serve.rest import RestError, invalid
 
@@ -41,7 +42,7 @@ class Servable:
         """Input name -> TF dtype name ("uint8", "string", ...), or RestError 400 for an unknown signature."""
         from tensorflow.core.framework import types_pb2
 
-        name = signature or "serving_default"
+        name = signature or DEFAULT_SIGNATURE
         if name not in self.signature_defs or name not in self.loaded.signatures:
             raise invalid(f'Serving signature name: "{name}" not found in signature def')
         inputs = self.signature_defs[name].inputs
@@ -49,7 +50,7 @@ class Servable:
 
     def check_shapes(self, signature: str, tensors: dict[str, np.ndarray]) -> None:
         """Refuses inputs whose shape the signature does not accept, in tf.ensure_shape's words."""
-        inputs = self.signature_defs[signature or "serving_default"].inputs
+        inputs = self.signature_defs[signature or DEFAULT_SIGNATURE].inputs
         for name, array in tensors.items():
             shape = inputs[name].tensor_shape
             if shape.unknown_rank:
@@ -64,7 +65,7 @@ class Servable:
         """Calls the signature (blocking); TF's errors become RestErrors with TF Serving's status codes."""
         import tensorflow as tf
 
-        fn = self.loaded.signatures[signature or "serving_default"]
+        fn = self.loaded.signatures[signature or DEFAULT_SIGNATURE]
         try:
             outputs = fn(**{name: tf.constant(array) for name, array in tensors.items()})
         except tf.errors.OpError as e:

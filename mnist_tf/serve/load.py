@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_tf.export import BYTES_INPUT_NAME, BYTES_SIGNATURE, MODEL_NAME
+from mnist_tf.names import BYTES_INPUT_NAME, BYTES_SIGNATURE, MODEL_NAME, PROBABILITIES
 from mnist_tf.serve.client import request_body
 
 LEVELS = (1, 8, 32)
@@ -111,7 +111,7 @@ def direct_calls(version_dir: Path, png: bytes, seconds: float) -> dict[str, Any
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
-        signature(**{BYTES_INPUT_NAME: images})["probabilities"].numpy()
+        signature(**{BYTES_INPUT_NAME: images})[PROBABILITIES].numpy()
         latencies.append(time.perf_counter() - t0)
     return {"calls": len(latencies), **latency_summary(latencies, time.perf_counter() - start)}
 
