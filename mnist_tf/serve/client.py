@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mnist_tf.errors import UserError
-from mnist_tf.names import BYTES_SIGNATURE, MODEL_NAME
 from mnist_tf.images import NO_DIGIT
+from mnist_tf.names import BYTES_SIGNATURE, MODEL_NAME
 from mnist_tf.predict import Prediction
 
 

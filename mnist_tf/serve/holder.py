@@ -11,7 +11,6 @@ Which signatures, inputs and outputs exist is read from each SavedModel.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -163,10 +162,6 @@ class ModelHolder:
                 raise
             log.error("version %d not loaded: %s", version, e)
             return
-        # A loaded SavedModel is hundreds of thousands of Python objects that live as long as it serves: a full
-        # garbage collection walks them all (100-200 ms, every thread stopped). Frozen, they are skipped.
-        gc.collect()
-        gc.freeze()
         old, self.current = self.current, servable
         self.states[version] = ("AVAILABLE", "")
         if old is not None:

@@ -11,7 +11,6 @@ with no HTTP for comparison. Client and server share the machine's cores.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import time
@@ -73,10 +72,6 @@ async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str
         for session in sessions:
             async with session.post(url, data=body, headers=_HEADERS) as response:
                 await response.read()
-        # This process holds TensorFlow's many long-lived objects: a full garbage collection would pause
-        # every client for 100-200 ms and show as server latency. Frozen, the collector skips them.
-        gc.collect()
-        gc.freeze()
         start = time.perf_counter()
         deadline = start + seconds
         await asyncio.gather(*(_client(s, url, body, deadline, latencies, failures) for s in sessions))
