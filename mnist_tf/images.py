@@ -27,19 +27,29 @@ image and `blank` True: `mnist-tf predict` reports it as an error line, and the
 SavedModel's `serving_bytes` signature answers class -1 with even probabilities.
 
 One function serves every path: `mnist-tf predict` calls it eagerly on what
-Pillow decodes (`load_image`), the SavedModel calls it inside its graph on what
-TensorFlow decodes, so TF Serving clients get the same 28x28 input.
+Pillow decodes (`mnist_tf.decode.load_image`), the SavedModel calls it inside its
+graph on what TensorFlow decodes, so TF Serving clients get the same 28x28 input.
 """
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_tf.errors import UserError
+from mnist_tf.imageops import (
+    as_image,
+    dilate,
+    histogram,
+    otsu,
+    percentiles,
+    plane,
+    regions,
+    resize,
+    shrink_to,
+    smooth,
+    solve,
+)
 
 IMAGE_SIZE = 28
 BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 field.
@@ -49,9 +59,6 @@ WORK_SIDE = 512  # The picture is analysed at most this large: enough for a 20x2
 GRID_SIDE = 48  # Connected regions are found on a grid at most this large.
 MIN_CONTRAST = 0.15  # Ink must stand this far above the paper (0..1 scale), else the picture is blank.
 MIN_REGION = 0.1  # Ink regions below this fraction of the largest are specks.
-# Larger images are refused from their header, before any pixel is decoded.
-MAX_PIXELS = 50_000_000
-_SHRINK = f"the limit is {MAX_PIXELS // 1_000_000} megapixels; crop or shrink it around the digit"
 NO_DIGIT = "no digit found (blank, or too little contrast): pass a picture of one digit"
 
 
@@ -61,48 +68,8 @@ def _tf():
     return tf
 
 
-# Everything below is written in ops that TFLite has built in (no resize_area, histogram or lstsq
-# kernels), so the same function also converts to a LiteRT model for clients without TensorFlow.
-_BINS = 1024  # Percentiles and Otsu's threshold read a histogram of this many bins over [0, 1]: O(pixels), no sort.
-
-
-def _as_image(x):
-    """[h,w] -> [1,h,w,1], the layout pooling and resizing take."""
-    tf = _tf()
-    return tf.expand_dims(tf.expand_dims(x, 0), -1)
-
-
-def _plane(image):
-    """[1,h,w,1] -> [h,w]."""
-    tf = _tf()
-    return tf.squeeze(image, [0, 3])
-
-
-def _histogram(values):
-    tf = _tf()
-    bins = tf.clip_by_value(tf.cast(tf.floor(values * _BINS), tf.int32), 0, _BINS - 1)
-    return tf.math.unsorted_segment_sum(tf.ones_like(values), bins, _BINS)
-
-
-def _percentiles(hist, qs):
-    """The values (to 1/_BINS) below which fractions `qs` of the values counted in `hist` lie."""
-    tf = _tf()
-    cumulative = tf.cumsum(hist)
-    total = cumulative[-1]
-    return [tf.cast(tf.argmax(tf.cast(cumulative >= q * total, tf.int32)), tf.float32) / _BINS for q in qs]
-
-
-def _otsu(hist):
-    """Otsu's threshold of the values counted in `hist`: the cut that best separates two classes."""
-    tf = _tf()
-    centres = (tf.range(_BINS, dtype=tf.float32) + 0.5) / _BINS
-    weight = tf.cumsum(hist)
-    mass = tf.cumsum(hist * centres)
-    total, total_mass = weight[-1], mass[-1]
-    mean_low = mass / tf.maximum(weight, 1.0)
-    mean_high = (total_mass - mass) / tf.maximum(total - weight, 1.0)
-    between = weight * (total - weight) * tf.square(mean_low - mean_high)
-    return tf.cast(tf.argmax(between) + 1, tf.float32) / _BINS
+# Everything below is written in ops that TFLite has built in (mnist_tf.imageops), so the same function
+# also converts to a LiteRT model for clients without TensorFlow.
 
 
 def _grey(pixels):
@@ -118,47 +85,13 @@ def _grey(pixels):
     return alpha * grey + (1.0 - alpha) * paper
 
 
-def _shrink_to(image, side, pool):
-    """[1,h,w,1] halved by `pool` (avg or max, 2x2) until its longer side is at most `side`."""
-    tf = _tf()
-
-    def longer(x):
-        return tf.reduce_max(tf.shape(x)[1:3])
-
-    return tf.while_loop(
-        lambda x: longer(x) > side,
-        lambda x: (pool(x, 2, 2, "SAME"),),
-        (image,),
-        shape_invariants=(tf.TensorShape([1, None, None, 1]),),
-    )[0]
-
-
-def _resize(image, size):
-    """[1,h,w,1] -> [1,*size,1]: halved by averaging while more than twice too large, then bilinear."""
-    tf = _tf()
-    larger = tf.cast(tf.reduce_max(size), tf.int32) * 2
-    return tf.image.resize(_shrink_to(image, larger, tf.nn.avg_pool2d), size, method="bilinear")
-
-
 def _shrink(grey):
     """[H,W] -> [1,h,w,1] with the longer side at most WORK_SIDE (never enlarged)."""
     tf = _tf()
     size = tf.shape(grey)
     scale = tf.minimum(1.0, WORK_SIDE / tf.cast(tf.reduce_max(size), tf.float32))
     target = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32))
-    return _resize(_as_image(grey), target)
-
-
-def _solve(a, b):
-    """x with a x = b for a symmetric positive definite [n,n] `a` (Gauss-Jordan, unrolled; n is small)."""
-    tf = _tf()
-    n = a.shape[0]
-    m = tf.concat([a, b], axis=1)
-    for i in range(n):
-        row = m[i : i + 1] / m[i, i]
-        unit = tf.one_hot([i], n)[0][:, None]
-        m = m - m[:, i : i + 1] * row + unit * row
-    return m[:, n:]
+    return resize(as_image(grey), target)
 
 
 def _flatten_lighting(ink):
@@ -173,18 +106,18 @@ def _flatten_lighting(ink):
     # The fit reads every 4th pixel of every 4th row: the surface is smooth, the picture need not be.
     sample = tf.reshape(ink[::4, ::4], [-1])
     sample_basis = tf.reshape(basis[::4, ::4], [-1, 6])
-    weights = tf.cast(sample < _otsu(_histogram(sample)), tf.float32)  # The paper's pixels.
+    weights = tf.cast(sample < otsu(histogram(sample)), tf.float32)  # The paper's pixels.
     # Least squares on the paper's pixels: (A^T W A + l I) c = A^T W b, a 6x6 system.
     weighted = sample_basis * weights[:, None]
     normal = tf.matmul(weighted, sample_basis, transpose_a=True) + 1e-3 * tf.eye(6)
-    coefficients = _solve(normal, tf.matmul(weighted, sample[:, None], transpose_a=True))
+    coefficients = solve(normal, tf.matmul(weighted, sample[:, None], transpose_a=True))
     background = tf.reshape(tf.matmul(tf.reshape(basis, [-1, 6]), coefficients), size)
     # Too few paper pixels to fit a surface: the picture is mostly ink; take the median as the paper.
     enough = tf.reduce_sum(weights) >= 24
     background = tf.cond(
         enough,
         lambda: background,
-        lambda: _percentiles(_histogram(tf.reshape(ink, [-1])), [0.5])[0] * tf.ones_like(ink),
+        lambda: percentiles(histogram(tf.reshape(ink, [-1])), [0.5])[0] * tf.ones_like(ink),
     )
     return tf.nn.relu(ink - background)
 
@@ -210,82 +143,10 @@ def _edge_bands(mask):
     return band(covered_rows)[:, None] | band(covered_cols)[None, :]
 
 
-def _neighbourhood(image, combine):
-    """[1,h,w,1] -> each pixel's 3x3 neighbourhood combined by `combine` (tf.maximum, tf.add), the picture
-    padded with zeros. A 3x3 pool computes the same, but costs 10-40 times as much on small pictures (its
-    kernels are set up anew on every call); shifted copies and elementwise ops cost microseconds."""
-    tf = _tf()
-
-    def along(x, axis):
-        padding = [[0, 0], [0, 0], [0, 0], [0, 0]]
-        padding[axis] = [1, 1]
-        padded = tf.pad(x, padding)
-        size = tf.shape(x)
-        before, here, after = (tf.slice(padded, tf.one_hot(axis, 4, k, 0), size) for k in (0, 1, 2))
-        return combine(combine(before, here), after)
-
-    return along(along(image, 1), 2)
-
-
-def _dilate(image):
-    """[1,h,w,1] of values >= 0 -> the largest value in each pixel's 3x3 neighbourhood."""
-    return _neighbourhood(image, _tf().maximum)
-
-
-def _smooth(image):
-    """[1,h,w,1] -> the mean of each pixel's 3x3 neighbourhood (the pixels inside the picture)."""
-    tf = _tf()
-    size = tf.shape(image)
-
-    def count(n):  # Pixels of a 3-wide window inside a line of n: 2 at the ends (1 if n is 1), else 3.
-        index = tf.range(n)
-        return 3.0 - tf.cast(index == 0, tf.float32) - tf.cast(index == n - 1, tf.float32)
-
-    counts = count(size[1])[:, None] * count(size[2])[None, :]
-    return _neighbourhood(image, tf.add) / _as_image(counts)
-
-
-def _regions(mask):
-    """Labels the 8-connected regions of a boolean [h,w] mask (0 = no ink) with their largest cell number.
-
-    Every ink cell starts as its own number (1..h*w); each step, a cell takes the largest label among its
-    3x3 neighbours, then the label of the cell its label names (that cell is in the same region and its
-    label is at least as large), so labels travel along chains: a long stroke takes a few turns, not one
-    per cell. The loop stops when a turn changes nothing.
-    """
-    tf = _tf()
-    h, w = tf.shape(mask)[0], tf.shape(mask)[1]
-    numbers = tf.reshape(tf.range(1, h * w + 1), [h, w])
-    around = tf.pad(numbers, [[1, 1], [1, 1]])  # 0: outside the picture, whose label is always 0.
-    neighbours = tf.reshape(
-        tf.stack([around[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=2), [-1, 9]
-    )
-    keep = tf.reshape(tf.cast(mask, tf.int32), [-1])
-
-    def label_of(labels, cells):  # labels: [h*w] for cells 1..h*w; cell 0 (none) has label 0.
-        return tf.gather(tf.concat([[0], labels], 0), cells)
-
-    def turn(labels, _):
-        grown = labels
-        for _ in range(2):
-            grown = tf.reduce_max(label_of(grown, neighbours), axis=1) * keep
-        for _ in range(2):
-            grown = label_of(grown, grown)
-        return grown, tf.reduce_any(tf.not_equal(grown, labels))
-
-    labels, _ = tf.while_loop(
-        lambda labels, changed: changed,
-        turn,
-        (keep * tf.reshape(numbers, [-1]), tf.constant(True)),
-        maximum_iterations=h * w + 1,  # A region's longest path has at most h*w cells.
-    )
-    return tf.reshape(labels, [h, w])
-
-
 def _keep_mask(mask):
     """Of the ink cells in `mask` [h,w], those in regions worth keeping (no specks, no edge bands)."""
     tf = _tf()
-    labels = _regions(mask)
+    labels = regions(mask)
     h, w = tf.shape(mask)[0], tf.shape(mask)[1]
     count = h * w + 1
     flat = tf.reshape(labels, [-1])
@@ -308,32 +169,32 @@ def _keep_mask(mask):
 def _ink(pixels):
     """The ink of a picture, light on black, in [0,1] at working size [h,w], and whether there is any."""
     tf = _tf()
-    grey = _plane(_shrink(_grey(pixels)))
-    median = _percentiles(_histogram(tf.reshape(grey, [-1])), [0.5])[0]
-    smoothed = _smooth(_as_image(grey))  # Extremes of strokes, not of single-pixel noise.
+    grey = plane(_shrink(_grey(pixels)))
+    median = percentiles(histogram(tf.reshape(grey, [-1])), [0.5])[0]
+    smoothed = smooth(as_image(grey))  # Extremes of strokes, not of single-pixel noise.
     low, high = tf.reduce_min(smoothed), tf.reduce_max(smoothed)
     ink = tf.where(median - low > high - median, 1.0 - grey, grey)  # Light paper: dark ink becomes light.
     ink = _flatten_lighting(ink)
     flat = tf.reshape(ink, [-1])
-    hist = _histogram(flat)  # One pass over the pixels serves the percentiles and Otsu's cut.
-    median, spread = _percentiles(hist, [0.5, 0.75])
-    peak = tf.reduce_max(_smooth(_as_image(ink)))
+    hist = histogram(flat)  # One pass over the pixels serves the percentiles and Otsu's cut.
+    median, spread = percentiles(hist, [0.5, 0.75])
+    peak = tf.reduce_max(smooth(as_image(ink)))
     has_ink = peak - median >= MIN_CONTRAST
     # The cut: Otsu's, but above the paper's noise (a few robust spreads) and below most of the ink.
     noise = median + 6.0 * (spread - median)
-    cut = tf.minimum(tf.maximum(_otsu(hist), noise), 0.6 * peak)
+    cut = tf.minimum(tf.maximum(otsu(hist), noise), 0.6 * peak)
     mask = ink > cut
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
     # Regions on a coarse grid: a cell holds ink if any pixel in it does (strokes stay connected).
-    grid = _plane(_shrink_to(_as_image(tf.cast(mask, tf.float32)), GRID_SIDE, tf.nn.max_pool2d)) > 0
-    keep = _as_image(tf.cast(_keep_mask(grid), tf.float32))
-    keep = _dilate(keep)  # One cell of margin for soft edges.
-    keep = _plane(tf.image.resize(keep, tf.shape(ink), method="nearest"))
+    grid = plane(shrink_to(as_image(tf.cast(mask, tf.float32)), GRID_SIDE, tf.nn.max_pool2d)) > 0
+    keep = as_image(tf.cast(_keep_mask(grid), tf.float32))
+    keep = dilate(keep)  # One cell of margin for soft edges.
+    keep = plane(tf.image.resize(keep, tf.shape(ink), method="nearest"))
     # The ink's full strength: the 90th percentile of the pixels above the cut (the others count as 0,
     # below every one of them, so it is the percentile 1 - 10% of their share of all pixels).
     share = tf.reduce_mean(tf.cast(mask, tf.float32))
-    full = _percentiles(_histogram(tf.reshape(tf.where(mask, ink, 0.0), [-1])), [1.0 - 0.1 * share])[0]
+    full = percentiles(histogram(tf.reshape(tf.where(mask, ink, 0.0), [-1])), [1.0 - 0.1 * share])[0]
     soft = tf.clip_by_value((ink - 0.5 * cut) / tf.maximum(full - 0.5 * cut, 1e-3), 0.0, 1.0)
     soft = soft * keep * (1.0 - tf.cast(edges, tf.float32))
     return soft, has_ink & (tf.reduce_max(soft) > 0.0)
@@ -351,7 +212,7 @@ def _fit(ink):
     crop = tf.slice(ink, tf.stack([top, left]), tf.stack([height, width]))
     scale = BOX / tf.cast(tf.maximum(height, width), tf.float32)
     size = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32))
-    digit = tf.clip_by_value(_plane(_resize(_as_image(crop), size)), 0.0, 1.0)
+    digit = tf.clip_by_value(plane(resize(as_image(crop), size)), 0.0, 1.0)
     mass = tf.maximum(tf.reduce_sum(digit), 1e-6)
     row_centre = tf.reduce_sum(digit * tf.cast(tf.range(size[0]), tf.float32)[:, None]) / mass
     col_centre = tf.reduce_sum(digit * tf.cast(tf.range(size[1]), tf.float32)[None, :]) / mass
@@ -378,7 +239,7 @@ def to_mnist_tensor(pixels):
 _eager_fn = None
 # Integer pixels scale to [0, 1] by these factors, as tf.image.convert_image_dtype scales them in the
 # SavedModel (a multiplication, not a division: the last bit of a float can differ between the two).
-_UNIT8, _UNIT16 = np.float32(1 / 255), np.float32(1 / 65535)
+UNIT8, UNIT16 = np.float32(1 / 255), np.float32(1 / 65535)
 
 
 def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
@@ -396,100 +257,10 @@ def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or 0 in array.shape:
         raise ValueError(f"expected pixels [H,W] or [H,W,C] with C in 1..4, got shape {array.shape}")
     if array.dtype == np.uint8:
-        array = array.astype(np.float32) * _UNIT8
+        array = array.astype(np.float32) * UNIT8
     elif array.dtype == np.uint16:
-        array = array.astype(np.float32) * _UNIT16
+        array = array.astype(np.float32) * UNIT16
     if _eager_fn is None:
         _eager_fn = tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
     image, blank = _eager_fn(tf.constant(array, tf.float32))
     return image.numpy(), bool(blank.numpy())
-
-
-def pillow_pixels(image: Any) -> np.ndarray:
-    """A Pillow image's pixels as float32 [H,W,C] in [0,1], C = 1, 2, 3 or 4.
-
-    16-bit images keep their precision; 32-bit integer and float images, whose
-    range the mode does not say, are stretched from their darkest pixel to 0 and
-    their brightest to 1. Palette and other modes become RGB or RGBA.
-    """
-    if image.mode.startswith("I;16"):
-        return np.asarray(image, np.float32)[..., None] * _UNIT16
-    if image.mode in ("I", "F"):
-        pixels = np.asarray(image, np.float64)
-        finite = np.isfinite(pixels)
-        low, high = (pixels[finite].min(), pixels[finite].max()) if finite.any() else (0.0, 0.0)
-        scaled = (np.where(finite, pixels, low) - low) * (1 / (high - low) if high > low else 0.0)
-        return scaled.astype(np.float32)[..., None]
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
-        transparent = image.mode in ("PA", "La") or "transparency" in image.info
-        image = image.convert("RGBA" if transparent else ("L" if image.mode == "1" else "RGB"))
-    pixels = np.asarray(image, np.float32) * _UNIT8
-    return pixels if pixels.ndim == 3 else pixels[..., None]
-
-
-def decode_file(path: str | Path) -> np.ndarray:
-    """Decodes an image file (PNG, JPEG, ...) into `pillow_pixels`.
-
-    An animated image (GIF, APNG, WebP) gives its first frame; EXIF rotation is
-    applied. Raises `UserError`, with a one-line message meant to follow the file
-    name, for a missing, empty, unreadable or non-image file, and for one over
-    `MAX_PIXELS` pixels, refused from its header undecoded. Pillow's warnings
-    (corrupt metadata, decompression bombs) are silenced.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        if path.is_file() and path.stat().st_size == 0:
-            raise UserError("empty file: pass a PNG or JPEG of a digit")
-        with warnings.catch_warnings():
-            # Pillow warns about corrupt metadata, and about decompression bombs from 89 megapixels
-            # (our own limit, lower, refuses those): the user gets the digit or one error line instead.
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise UserError(f"image too large ({width}x{height} pixels): {_SHRINK}")
-                image = ImageOps.exif_transpose(image)  # An animated image stays on its first frame.
-                return pillow_pixels(image)
-    except FileNotFoundError:
-        raise UserError("no such file: check the path") from None
-    except IsADirectoryError:
-        raise UserError("is a folder, not an image: pass image files") from None
-    except UnidentifiedImageError:
-        raise UserError("not an image Pillow can read: pass a PNG or JPEG of a digit") from None
-    except Image.DecompressionBombError:  # Pillow's own check in open(), far above our limit.
-        raise UserError(f"image too large: {_SHRINK}") from None
-    except (OSError, ValueError, SyntaxError) as e:  # Truncated or corrupt data (Pillow raises all three).
-        raise UserError(
-            f"cannot decode the image ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
-            "the file may be truncated or corrupt"
-        ) from None
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as the MNIST input the model sees, uint8 [28,28,1].
-
-    Raises `UserError` (see `decode_file`), and for a picture with no digit in it.
-    """
-    image, blank = to_mnist(decode_file(path))
-    if blank:
-        raise UserError(NO_DIGIT)
-    return image
-
-
-def decode_bytes_tensor(encoded):
-    """The SavedModel's decoder: encoded PNG/JPEG/GIF/BMP/WebP -> float32 [H,W,C] in [0,1].
-
-    GIFs give their first frame. Undecodable bytes fail here, as an
-    InvalidArgumentError naming the formats TF reads; pictures over MAX_PIXELS
-    fail before the float copy (16 bytes per pixel at most).
-    """
-    tf = _tf()
-    pixels = tf.io.decode_image(encoded, channels=0, expand_animations=False)
-    count = tf.shape(pixels)[0] * tf.shape(pixels)[1]
-    too_large = tf.debugging.assert_less_equal(
-        count, MAX_PIXELS, message=f"image too large: the limit is {MAX_PIXELS:,} pixels; crop or shrink it"
-    )
-    with tf.control_dependencies([too_large]):
-        return tf.image.convert_image_dtype(pixels, tf.float32)

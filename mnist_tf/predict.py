@@ -2,7 +2,7 @@
 
 `predict` is the job of `mnist-tf predict`; `show` draws what the model saw.
 
-Each file goes through `mnist_tf.images.load_image`, the same preprocessing the
+Each file goes through `mnist_tf.decode.load_image`, the same preprocessing the
 SavedModel's `serving_bytes` signature runs, so a photo, a scan or a canvas
 drawing reaches the model in MNIST's form.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from mnist_tf.decode import decode_file, load_image
 from mnist_tf.errors import UserError
 from mnist_tf.evaluate import ProbaFn
-from mnist_tf.images import decode_file, load_image
 
 
 @dataclasses.dataclass

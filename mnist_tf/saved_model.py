@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_tf import images
+from mnist_tf import decode, images
 from mnist_tf.errors import UserError
 from mnist_tf.io import disk_errors, fault_point, write_bytes
 from mnist_tf.model import float32_copy
@@ -72,7 +72,7 @@ def serving_archive(model: Any) -> Any:
         }
 
     def prepare(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return images.to_mnist_tensor(images.decode_bytes_tensor(encoded))
+        return images.to_mnist_tensor(decode.decode_bytes_tensor(encoded))
 
     @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
     def serve_pixels(image: tf.Tensor) -> dict[str, tf.Tensor]:

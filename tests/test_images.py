@@ -13,7 +13,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 
 from mnist_tf import person_made
-from mnist_tf.images import MAX_PIXELS, load_image, to_mnist
+from mnist_tf.decode import MAX_PIXELS, load_image
+from mnist_tf.images import to_mnist
 
 
 def drawn_digits() -> list[np.ndarray]:

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
+from mnist_tf.decode import MAX_PIXELS, load_image
 from mnist_tf.errors import UserError
-from mnist_tf.images import MAX_PIXELS, NO_DIGIT, load_image, to_mnist
+from mnist_tf.images import NO_DIGIT, to_mnist
 from mnist_tf.predict import predict_files
 
 
@@ -153,10 +154,10 @@ def formats(trained_run, real_source, tmp_path_factory):
     """The trained model as run dir, .keras, SavedModel and float32 .tflite, plus
     PNGs of test digits that the Keras model classifies confidently."""
     from mnist_tf import data
-    from mnist_tf.saved_model import export_saved_model
-    from mnist_tf.tflite import convert_tflite
     from mnist_tf.io import write_bytes
     from mnist_tf.models import load_proba_fn
+    from mnist_tf.saved_model import export_saved_model
+    from mnist_tf.tflite import convert_tflite
 
     images, labels = data.arrays("test[:500]", real_source)
     probabilities = load_proba_fn(trained_run)(images)
