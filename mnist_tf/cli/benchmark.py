@@ -1,0 +1,89 @@
+"""`mnist-tf benchmark`: `benchmark.run_benchmark`, its tables printed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from mnist_tf import config as config_choices
+from mnist_tf import names
+from mnist_tf.cli.common import data_options, main, note, user_errors
+
+
+@main.command(name="benchmark")
+@click.option(
+    "--part",
+    "parts",
+    multiple=True,
+    type=click.Choice(names.BENCHMARK_PARTS),
+    help="What to measure; repeat for several [all five].",
+)
+@click.option(
+    "--preset",
+    "presets",
+    multiple=True,
+    type=click.Choice(list(config_choices.PRESETS)),
+    help="Presets to measure; repeat for several [all three].",
+)
+@click.option("--seeds", type=click.IntRange(1, 20), default=3, help="Training runs per preset (seeds 1..N).")
+@click.option("--threads", type=click.IntRange(1), default=os.cpu_count() or 1, help="TF intra-op threads [all cores].")
+@click.option(
+    "--serve-seconds",
+    type=click.FloatRange(1),
+    default=20.0,
+    help="serve part: seconds of load at each level of concurrent clients (1, 8, 32).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/benchmark"),
+    help="Folder for benchmark.json, benchmark.md and plots.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier benchmark in --out.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="Run dir or .keras file the inference and serve parts time [a model the accuracy part trains].",
+)
+@data_options(from_run=True)
+@user_errors
+def benchmark_command(
+    parts: tuple[str, ...],
+    presets: tuple[str, ...],
+    seeds: int,
+    threads: int,
+    serve_seconds: float,
+    out: Path,
+    overwrite: bool,
+    model_path: Path | None,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+) -> None:
+    """Measure training speed, time to accuracy, inference speed, serving under load and memory.
+
+    Prints tables and writes OUT/benchmark.json, OUT/benchmark.md and
+    OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
+    parts with three seeds take about 40 minutes on 2 CPU cores.
+    """
+    from mnist_tf import benchmark, runinfo
+
+    settings = benchmark.Settings(
+        presets=presets or benchmark.Settings.presets,
+        seeds=tuple(range(1, seeds + 1)),
+        threads=threads,
+        serve_seconds=serve_seconds,
+    )
+    result = benchmark.run_benchmark(
+        out,
+        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        parts or names.BENCHMARK_PARTS,
+        settings,
+        model=model_path,
+        overwrite=overwrite,
+        progress=lambda message: click.echo(message, err=True),
+    )
+    click.echo(benchmark.tables(result))
+    click.echo(f"wrote {out}/benchmark.json, benchmark.md" + (", time_to_accuracy.png" if "accuracy" in result else ""))

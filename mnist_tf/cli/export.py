@@ -1,0 +1,86 @@
+"""`mnist-tf export`: `export.export_model`, what it wrote printed as it goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mnist_tf import names
+from mnist_tf.cli.common import data_options, main, note, user_errors
+
+
+@main.command(name="export")
+@click.option(
+    "--model", "model_path", required=True, type=click.Path(path_type=Path), help="Run dir or .keras file to export."
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("export"), help="Export folder.")
+@click.option("--version", "version", type=click.IntRange(1), help="SavedModel version number [next free one].")
+@click.option("--tflite", is_flag=True, help="Also convert, verify and report the TFLite variants.")
+@click.option(
+    "--tflite-kind",
+    "kinds",
+    type=click.Choice(names.TFLITE_KINDS),
+    multiple=True,
+    help="TFLite variant to make (implies --tflite); repeat for several [all four].",
+)
+@click.option(
+    "--calibration-examples",
+    type=click.IntRange(1, 60000),
+    default=names.CALIBRATION_EXAMPLES,
+    help="Training images that calibrate int8.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(0, 100),
+    default=names.MAX_ACCURACY_DROP_POINTS,
+    help="Fail when a TFLite variant's test accuracy is more than this many points below the Keras model's.",
+)
+@data_options(from_run=True)
+@user_errors
+def export_command(
+    model_path: Path,
+    out: Path,
+    version: int | None,
+    tflite: bool,
+    kinds: tuple[str, ...],
+    calibration_examples: int,
+    max_accuracy_drop: float,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+) -> None:
+    """Export a model as a TF Serving SavedModel and verified TFLite variants."""
+    from mnist_tf import export, runinfo
+    from mnist_tf.tflite import PREPROCESS_FILE, report_table
+
+    def saved_model_written(exported: export.Exported) -> None:
+        click.echo(
+            f"wrote SavedModel {exported.saved_model} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
+            f"{out}/saved_model/models.config"
+        )
+        if exported.stray_temporaries:
+            click.echo(
+                f"note: {', '.join(p.name for p in exported.stray_temporaries)} in {exported.saved_model.parent}: "
+                "unfinished versions of an interrupted export, which TF Serving ignores; delete them when no export "
+                "is running",
+                err=True,
+            )
+
+    def tflite_verified(exported: export.Exported) -> None:
+        click.echo(report_table(exported.report))
+        click.echo(
+            f"wrote {', '.join(str(p) for p in exported.tflite.values())}, {out}/tflite/{PREPROCESS_FILE}, "
+            f"{out}/tflite/report.json, report.png"
+        )
+
+    export.export_model(
+        model_path,
+        out,
+        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        version=version,
+        tflite_kinds=kinds or (names.TFLITE_KINDS if tflite else ()),  # Naming a --tflite-kind implies --tflite.
+        calibration_examples=calibration_examples,
+        max_accuracy_drop=max_accuracy_drop,
+        on_saved_model=saved_model_written,
+        on_tflite=tflite_verified,
+    )

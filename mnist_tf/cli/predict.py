@@ -1,0 +1,62 @@
+"""`mnist-tf predict`: `predict.predict` with a model or a server, one line (or JSON) per file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mnist_tf.cli.common import CliError, main, user_errors
+from mnist_tf.errors import UserError
+
+
+@main.command(name="predict")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="Run dir, .keras, SavedModel version folder or .tflite.",
+)
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Send the images to a server speaking TF Serving's REST API (mnist-tf serve or TF Serving), "
+    "e.g. http://127.0.0.1:8501, instead of loading --model.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@click.option(
+    "--show",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw each picture beside the 28x28 image the model saw, into this PNG.",
+)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def predict_command(
+    model_path: Path | None, server: str | None, as_json: bool, show: Path | None, images: tuple[Path, ...]
+) -> None:
+    """Classify pictures of digits (PNG, JPEG, ...): prints `file: digit (probability)`.
+
+    Any picture works: dark ink on paper or light on dark, a photo, a scan, a
+    transparent canvas, colour or grey. Each is put in MNIST's form first: the
+    digit is found, cropped, fitted to 20x20 and centred in 28x28 (see --show).
+    Exits with status 1 when any file could not be classified (unreadable, or
+    no digit in it); the others are still printed.
+    """
+    from mnist_tf import predict
+
+    if (model_path is None) == (server is None):
+        raise CliError("pass either --model PATH or --server URL")
+    if show is not None and show.suffix.lower() != ".png":
+        raise UserError(f"--show {show} must name a .png file")
+    results = predict.predict(images, model=model_path, server=server)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(str(r), err=r.error is not None)
+    if show is not None:
+        click.echo(f"wrote {predict.show(results, show)}", err=as_json)
+    if any(r.error is not None for r in results):
+        sys.exit(1)

@@ -1,0 +1,68 @@
+"""`mnist-tf serve`: `serve.server.serve`, with a warning when it listens beyond loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mnist_tf.cli.common import main, user_errors
+
+
+@main.command(name="serve")
+@click.option(
+    "--model",
+    "model_base",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of numbered SavedModel versions, e.g. export/saved_model/mnist; the newest serves.",
+)
+@click.option("--host", default="127.0.0.1", help="Address to listen on; anything but loopback is reachable by others.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8501, help="Port (TF Serving's REST port; 0: any free one)."
+)
+@click.option("--max-body-bytes", type=click.IntRange(1), default=16 * 1024 * 1024, help="Largest request body.")
+@click.option("--max-instances", type=click.IntRange(1), default=256, help="Most instances (images) per request.")
+@click.option(
+    "--max-image-pixels", type=click.IntRange(1), default=16_000_000, help="Largest encoded image, in pixels."
+)
+@click.option(
+    "--poll-seconds", type=click.FloatRange(0), default=1.0, help="How often to look for a newer version (0: never)."
+)
+@click.option("--threads", type=click.IntRange(1, 64), default=2, help="Model calls that run at once.")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1),
+    default=32,
+    help="Most instances merged into one model call from requests that queue while the model is busy (1: no batching).",
+)
+@user_errors
+def serve_command(
+    model_base: Path,
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_instances: int,
+    max_image_pixels: int,
+    poll_seconds: float,
+    threads: int,
+    max_batch_size: int,
+) -> None:
+    """Serve a model with TF Serving's REST API and a draw-a-digit page.
+
+    A development server: run TF Serving in production; the same clients work against both.
+    """
+    from mnist_tf.serve.limits import Limits
+    from mnist_tf.serve.server import is_loopback, serve
+
+    if not is_loopback(host):
+        click.echo(
+            f"warning: listening on {host}: other machines can reach this server; it has no authentication", err=True
+        )
+
+    def ready(url: str, version: int) -> None:
+        click.echo(f"serving {model_base} version {version} at {url}/v1/models/mnist, page at {url}/ (Ctrl-C stops)")
+
+    limits = Limits(max_body_bytes, max_instances, max_image_pixels)
+    serve(model_base, host, port, limits, poll_seconds, threads, max_batch_size, ready)
+    click.echo("stopped")

@@ -1,0 +1,129 @@
+"""`mnist-tf train`: options -> a Config -> `train.train_and_evaluate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mnist_tf import __version__, names
+from mnist_tf import config as config_choices
+from mnist_tf.cli.common import data_options, main, preset_values, user_errors
+
+
+@main.command()
+@click.option(
+    "--preset", type=click.Choice(list(config_choices.PRESETS)), default="default", help="Named starting config."
+)
+@click.option("--epochs", type=click.IntRange(1, 10000), help="Passes over the training set [preset's].")
+@click.option(
+    "--batch-size", type=click.IntRange(1, 65536), help="Global batch: examples per step, over all replicas [preset's]."
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(0, 10, min_open=True),
+    help="Peak learning rate for the global batch; not scaled with the number of replicas [preset's].",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    help=f"Seed for weights, shuffling, dropout, augmentation [preset's: {preset_values('seed')}].",
+)
+@click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
+@click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
+@click.option(
+    "--validation-examples",
+    type=click.IntRange(0, 59999),
+    help=f"Examples held out of train for validation [preset's: {preset_values('validation_examples')}].",
+)
+@click.option(
+    "--jit",
+    type=click.Choice(["auto", "on", "off"]),
+    is_flag=False,
+    flag_value="on",
+    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on) [auto]. "
+    "A run may resume with another --jit, --strategy, --deterministic or steps_per_execution.",
+)
+@click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
+@click.option(
+    "--strategy",
+    type=click.Choice(names.STRATEGIES),
+    default="auto",
+    help="tf.distribute strategy; auto: mirrored over all GPUs when more than one is visible, else default. "
+    "multi-worker reads TF_CONFIG; its chief (worker 0) writes the run.",
+)
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(config_choices.MIXED_PRECISION),
+    help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
+    "trains faster on this machine, measured once in a few steps and cached "
+    f"[preset's: {preset_values('mixed_precision')}].",
+)
+@click.option(
+    "--deterministic/--no-deterministic", default=None, help="Deterministic TF ops: bit-identical reruns, slower [off]."
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set any config field, e.g. --set optimizer=sgd --set stages='[[32],[64]]' --set dense_units='[256]'; "
+    "repeatable. Values: JSON lists, numbers, true/false, none where a field takes it. An option such as --epochs "
+    f"and a --set of the same field must agree. Fields: {', '.join(config_choices.field_types())}.",
+)
+@click.option(
+    "--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET]."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir.")
+@data_options
+@user_errors
+def train(
+    preset: str,
+    run_dir: Path | None,
+    overwrite: bool,
+    data_dir: Path | None,
+    manual_dir: Path | None,
+    jit: str | None,
+    no_jit: bool,
+    strategy: str,
+    settings: tuple[str, ...],
+    **overrides: Any,
+) -> None:
+    """Train a model on MNIST, then evaluate it on the test split.
+
+    Re-running the same command after an interruption resumes the run.
+    """
+    # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
+    from mnist_tf import config, data, runlock
+    from mnist_tf import train as training
+
+    options = {name: value for name, value in overrides.items() if value is not None}  # None: not given
+    if jit or no_jit:
+        options["jit"] = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
+    cfg = config.configure(config.preset(preset), options, settings)
+    run_dir = run_dir or Path("runs") / preset
+    click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
+    click.echo("config: " + json.dumps(cfg.to_dict()))
+    click.echo("threads: " + json.dumps(training.set_threads()))
+    try:
+        with runlock.sigterm_as_interrupt():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
+            metrics = training.train_and_evaluate(
+                cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy
+            )
+    except KeyboardInterrupt as e:
+        stopped = "Stopped by SIGTERM" if isinstance(e, runlock.Terminated) else "Interrupted"
+        click.echo(f"\n{stopped}. Re-run the same command to resume from the last finished epoch.", err=True)
+        sys.exit(getattr(e, "exit_code", 130))
+    if metrics is None:
+        click.echo(f"worker finished its share; the chief wrote the run to {run_dir}")
+        return
+    click.echo(
+        f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
+        f"{metrics['epochs']} epochs, fit {metrics['train_seconds']:.1f} s "
+        f"({metrics['train_images_per_second']:.0f} images/s on {metrics['device']}, "
+        f"{metrics['strategy']} strategy, {metrics['replicas']} replica(s))"
+    )
+    click.echo(f"wrote {run_dir}/model.keras, metrics.json, history.csv, learning_curves.png, logs/")
