@@ -144,3 +144,19 @@ def test_the_history_word_check_catches_them():
     for text in ("as in issue 7", "the previous session", "the seed sketch's network", "kept, not tuned"):
         assert HISTORY_WORDS.search(text), text
     assert not HISTORY_WORDS.search("keras-team/keras/issues/20585: a sketchy-free baseline, retuned")
+
+
+TEST_REFERENCE = re.compile(r"\b(test_\w+\.py)::(test_\w+)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_test_a_page_names_exists(page):
+    if not page.exists():
+        pytest.skip(f"{page} not written")
+    missing = [
+        f"{name}::{test}"
+        for name, test in TEST_REFERENCE.findall(page.read_text())
+        if not (REPO / "tests" / name).is_file()
+        or not re.search(rf"^(async )?def {test}\b", (REPO / "tests" / name).read_text(), re.MULTILINE)
+    ]
+    assert not missing, f"{page.name} names tests that do not exist: {missing}"
