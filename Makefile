@@ -11,7 +11,7 @@ EXPORT_DIR ?= export
 MANUAL_DIR ?= $(wildcard ../shared/datasets/mnist)
 MANUAL_FLAG := $(if $(MANUAL_DIR),--manual-dir $(MANUAL_DIR),)
 
-.PHONY: install train export test test-fast benchmark clean
+.PHONY: install train export test test-fast lint benchmark clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# Lint and formatting, as CI checks them (ruff's settings: pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

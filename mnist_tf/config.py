@@ -84,7 +84,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """Returns a copy with `changes` applied and validated.
 
         `None` sets the fields that take it (`train_examples=None`: all examples;
@@ -100,7 +100,7 @@ class Config:
         write_json(path, self.to_dict(), "the run's config")
 
     @classmethod
-    def load(cls, path: Path) -> "Config":
+    def load(cls, path: Path) -> Config:
         data = json.loads(Path(path).read_text())
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -186,8 +186,12 @@ def _validate(cfg: Config) -> None:
     check(0.0 < cfg.bn_momentum < 1.0, "bn_momentum", f"BatchNorm momentum must be in (0, 1), got {cfg.bn_momentum}")
     for field, choices in CHOICES.items():
         value = getattr(cfg, field)
-        check(value in choices, field, f"unknown {field.replace('_', ' ')} {value!r}; choose one of {', '.join(choices)}")
-    check(0.0 < cfg.learning_rate <= 10.0, "learning_rate", f"learning rate must be in (0, 10], got {cfg.learning_rate}")
+        check(
+            value in choices, field, f"unknown {field.replace('_', ' ')} {value!r}; choose one of {', '.join(choices)}"
+        )
+    check(
+        0.0 < cfg.learning_rate <= 10.0, "learning_rate", f"learning rate must be in (0, 10], got {cfg.learning_rate}"
+    )
     check(0.0 <= cfg.momentum < 1.0, "momentum", f"momentum must be in [0, 1), got {cfg.momentum}")
     check(cfg.weight_decay >= 0.0, "weight_decay", f"weight decay must be >= 0, got {cfg.weight_decay}")
     check(1 <= cfg.batch_size <= 65536, "batch_size", f"batch size must be in 1..65536, got {cfg.batch_size}")

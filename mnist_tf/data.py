@@ -46,7 +46,7 @@ class Source:
     manual_dir: Path | None = None
 
     @classmethod
-    def from_options(cls, data_dir: str | Path | None, manual_dir: str | Path | None) -> "Source":
+    def from_options(cls, data_dir: str | Path | None, manual_dir: str | Path | None) -> Source:
         """Resolves CLI options; `$MNIST_TF_MANUAL_DIR` stands in for a missing `manual_dir`."""
         manual = manual_dir or os.environ.get(MANUAL_DIR_ENV) or None
         return cls(

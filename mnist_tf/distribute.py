@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from mnist_tf.errors import UserError
 from mnist_tf.names import STRATEGIES
+
 TF_CONFIG = "TF_CONFIG"
 _EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 

@@ -7,8 +7,9 @@ its report folder out.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,7 +47,13 @@ class Evaluation:
             recall = tp / actual if actual else 0.0
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
             rows.append(
-                {"class": c, "precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(actual)}
+                {
+                    "class": c,
+                    "precision": float(precision),
+                    "recall": float(recall),
+                    "f1": float(f1),
+                    "support": int(actual),
+                }
             )
         return rows
 
@@ -54,7 +61,7 @@ class Evaluation:
         return {
             "accuracy": self.accuracy,
             "loss": self.loss,
-            "examples": int(len(self.labels)),
+            "examples": len(self.labels),
             "per_class": self.per_class(),
             "confusion_matrix": self.confusion.tolist(),
         }
@@ -80,9 +87,7 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Eva
 
 def evaluate(proba_fn: ProbaFn, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> Evaluation:
     """Runs `proba_fn` over `images` in batches and scores the result."""
-    probabilities = np.concatenate(
-        [proba_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    )
+    probabilities = np.concatenate([proba_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     return evaluate_probabilities(probabilities, labels)
 
 
@@ -142,9 +147,7 @@ def evaluate_model(
     try:
         report.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(
-            f"cannot create report folder {report.out} ({e.strerror}): pass a writable --out"
-        ) from None
+        raise UserError(f"cannot create report folder {report.out} ({e.strerror}): pass a writable --out") from None
     write_json(report.out / "metrics.json", {"model": str(resolved), **report.evaluation.to_dict()})
     plots.confusion_matrix(report.evaluation, report.out / "confusion_matrix.png")
     plots.misclassified(report.evaluation, images, report.out / "misclassified.png")
@@ -154,4 +157,3 @@ def evaluate_model(
         report.person_made = person_made.evaluate(resolved, images[:n], labels[:n], sets, progress=progress)
         write_json(report.out / "person_made.json", report.person_made)
     return report
-

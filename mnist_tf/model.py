@@ -27,7 +27,6 @@ from keras import layers
 from mnist_tf.config import Config
 from mnist_tf.names import IMAGE_SHAPE, INPUT_NAME, LOGITS, NUM_CLASSES
 
-
 # Keras mixed-precision policies by Config.mixed_precision: layers compute in
 # the low-precision type and keep float32 weights.
 # `auto` is decided by measurement when training starts (precision.resolve); a model built
@@ -65,7 +64,9 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
-def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, bn_momentum: float = 0.9, name: str | None = None, dtype=None):
+def conv_bn_relu(
+    x, filters: int, *, kernel_size: int = 3, bn_momentum: float = 0.9, name: str | None = None, dtype=None
+):
     """3x3 'same' convolution, BatchNorm, ReLU.
 
     The convolution has no bias: BatchNorm's learned offset replaces it.

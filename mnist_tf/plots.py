@@ -5,17 +5,17 @@ Matplotlib runs headless (Agg) and every figure is written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from mnist_tf.evaluate import Evaluation  # noqa: E402
-from mnist_tf.io import atomic_path  # noqa: E402
+from mnist_tf.evaluate import Evaluation
+from mnist_tf.io import atomic_path
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -73,9 +73,7 @@ def misclassified(evaluation: Evaluation, images: np.ndarray, path: Path, limit:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst):
         ax.imshow(images[i].squeeze(), cmap="gray_r")
-        ax.set_title(
-            f"true {evaluation.labels[i]} pred {evaluation.predictions[i]}\n{confidence[i]:.0%}", fontsize=8
-        )
+        ax.set_title(f"true {evaluation.labels[i]} pred {evaluation.predictions[i]}\n{confidence[i]:.0%}", fontsize=8)
     title = f"{len(worst)} most confident of {len(wrong)} mistakes" if len(wrong) else "no mistakes"
     fig.suptitle(title)
     return _save(fig, path)

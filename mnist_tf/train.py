@@ -26,8 +26,8 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import keras

@@ -126,7 +126,9 @@ def test_predict_show_draws_what_the_model_saw(finished_run, tmp_path):
     result = run("predict", "--model", finished_run, "--show", show, digit, tmp_path / "notes.png")
     assert result.exit_code == 1  # one file could not be classified
     assert is_png(show) and f"wrote {show}" in result.output
-    assert_one_line_error(run("predict", "--model", finished_run, "--show", tmp_path / "seen.jpg", digit), "--show", ".png")
+    assert_one_line_error(
+        run("predict", "--model", finished_run, "--show", tmp_path / "seen.jpg", digit), "--show", ".png"
+    )
 
 
 @pytest.mark.parametrize(
@@ -142,8 +144,16 @@ def test_predict_show_draws_what_the_model_saw(finished_run, tmp_path):
         # Conflicting options: 20,000 training examples cannot fit beside 50,000 held out.
         (["--validation-examples", "50000", "--train-examples", "20000"], ["train examples must be in 1..10000"]),
     ],
-    ids=["epochs-0", "batch-size-negative", "unknown-preset", "learning-rate-0", "train-examples-too-many",
-         "validation-examples-too-many", "seed-negative", "train-and-validation-conflict"],
+    ids=[
+        "epochs-0",
+        "batch-size-negative",
+        "unknown-preset",
+        "learning-rate-0",
+        "train-examples-too-many",
+        "validation-examples-too-many",
+        "seed-negative",
+        "train-and-validation-conflict",
+    ],
 )
 def test_invalid_train_options_are_usage_errors(args, words, tmp_path):
     result = run("train", *args, "--run-dir", tmp_path / "run")
@@ -179,8 +189,16 @@ def test_train_sets_any_config_field_with_set(tmp_path, mock_mnist):
         (["--no-augment", "--set", "augment=true"], ["--augment and --set augment=true disagree"]),
         (["--jit", "off", "--set", "jit=none"], ["--jit and --set jit=none disagree"]),
     ],
-    ids=["unknown-field", "wrong-shape", "wrong-type", "fails-validation", "no-value", "option-conflict",
-         "flag-conflict", "jit-conflict"],
+    ids=[
+        "unknown-field",
+        "wrong-shape",
+        "wrong-type",
+        "fails-validation",
+        "no-value",
+        "option-conflict",
+        "flag-conflict",
+        "jit-conflict",
+    ],
 )
 def test_bad_set_is_one_error_line_before_any_work(args, words, tmp_path):
     assert_one_line_error(run("train", *args, "--run-dir", tmp_path / "run"), *words)
@@ -264,7 +282,9 @@ def test_benchmark_given_a_run_reads_mnist_where_it_was_trained(tmp_path, tiny_k
     assert f"note: reading MNIST as {run_dir} was trained: --manual-dir {archives}" in result.output
     other = tmp_path / "other"
     other.mkdir()
-    result = run("benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "b2", "--manual-dir", other)
+    result = run(
+        "benchmark", "--part", "inference", "--model", run_dir, "--out", tmp_path / "b2", "--manual-dir", other
+    )
     assert result.exit_code == 0 and sources[-1] == data.Source(manual_dir=other)  # an explicit option wins
 
 
@@ -327,8 +347,15 @@ def model_that_is_something_else(path, kind, tiny_keras, tiny_saved_model):
         ("other-format", "model.onnx", ["is not a model format mnist-tf reads"]),
         ("truncated-keras", "model.keras", ["is not a readable Keras model", "written by mnist-tf train"]),
     ],
-    ids=["folder-of-other-files", "folder-of-versions", "broken-saved-model", "other-saved-model", "fake-tflite",
-         "other-format", "truncated-keras"],
+    ids=[
+        "folder-of-other-files",
+        "folder-of-versions",
+        "broken-saved-model",
+        "other-saved-model",
+        "fake-tflite",
+        "other-format",
+        "truncated-keras",
+    ],
 )
 def test_model_paths_holding_something_else_are_refused(tmp_path, tiny_keras, tiny_saved_model, kind, name, words):
     from PIL import Image

@@ -9,7 +9,13 @@ from mnist_tf.errors import UserError
 
 def test_seed_preset_is_the_seed_recipe():
     seed = config.preset("seed")
-    assert (seed.optimizer, seed.learning_rate, seed.momentum, seed.batch_size, seed.epochs) == ("sgd", 0.01, 0.9, 64, 10)
+    assert (seed.optimizer, seed.learning_rate, seed.momentum, seed.batch_size, seed.epochs) == (
+        "sgd",
+        0.01,
+        0.9,
+        64,
+        10,
+    )
     assert seed.schedule == "constant" and seed.stages == ((32, 64),) and seed.dense_units == (128,)
 
 
@@ -132,7 +138,9 @@ def test_bad_settings_name_the_field_and_what_it_takes(setting, words):
 
 
 def test_options_and_settings_meet_in_one_config():
-    cfg = config.configure(config.DEFAULT, {"epochs": 3, "jit": None}, ["optimizer=sgd", "epochs=3", "seed=1", "seed=2"])
+    cfg = config.configure(
+        config.DEFAULT, {"epochs": 3, "jit": None}, ["optimizer=sgd", "epochs=3", "seed=1", "seed=2"]
+    )
     assert (cfg.epochs, cfg.optimizer, cfg.seed, cfg.jit) == (3, "sgd", 2, None)  # a repeated --set: the last wins
     with pytest.raises(UserError, match=r"--epochs and --set epochs=4 disagree: give epochs one way"):
         config.configure(config.DEFAULT, {"epochs": 3}, ["epochs=4"])

@@ -45,7 +45,12 @@ def test_shuffle_is_seeded_and_fresh_each_epoch(mock_mnist):
 
 
 def test_augmentation_moves_pixels_but_keeps_dtype_labels_and_ink(mock_mnist):
-    raw = data.load_split("train", mock_mnist).map(lambda x, y: (tf.zeros_like(x) + tf.pad(tf.fill([8, 8, 1], tf.constant(255, tf.uint8)), [[10, 10], [10, 10], [0, 0]]), y))
+    raw = data.load_split("train", mock_mnist).map(
+        lambda x, y: (
+            tf.zeros_like(x) + tf.pad(tf.fill([8, 8, 1], tf.constant(255, tf.uint8)), [[10, 10], [10, 10], [0, 0]]),
+            y,
+        )
+    )
     cfg = config.DEFAULT.replace(batch_size=48, augment=True, deterministic=True)
     plain_images, plain_labels = next(iter(data.train_pipeline(raw, cfg.replace(augment=False))))
     moved_images, moved_labels = next(iter(data.train_pipeline(raw, cfg)))

@@ -134,8 +134,17 @@ def test_default_strategy_run_records_one_replica(tmp_path, mock_mnist):
 
 def real_train_args(run_dir, *extra):
     return [
-        "train", "--preset", "fast", "--epochs", "1", "--validation-examples", "1000", "--run-dir", str(run_dir),
-        *real_data_args(), *map(str, extra),
+        "train",
+        "--preset",
+        "fast",
+        "--epochs",
+        "1",
+        "--validation-examples",
+        "1000",
+        "--run-dir",
+        str(run_dir),
+        *real_data_args(),
+        *map(str, extra),
     ]
 
 
@@ -156,7 +165,12 @@ def test_mirrored_trains_on_two_logical_cpus(tmp_path):
     run_dir = tmp_path / "run"
     args = real_train_args(run_dir, "--strategy", "mirrored", "--train-examples", "1280", "--batch-size", "64")
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_ON_TWO_CPUS, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", MIRRORED_ON_TWO_CPUS, *args],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -202,7 +216,10 @@ def start_workers(run_dir, logs, *extra):
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "mnist_tf", *real_train_args(run_dir, "--strategy", "multi-worker", *extra)],
-                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                 )
             )
     return procs
@@ -223,7 +240,11 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
     single = tmp_path / "single"
     result = subprocess.run(
         [sys.executable, "-m", "mnist_tf", *real_train_args(single, "--strategy", "default", *extra)],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -255,9 +276,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
     assert multi["test_loss"] < 1.25 * one["test_loss"] and one["test_loss"] < 1.25 * multi["test_loss"]
 
     # The chief's model is an ordinary model: it loads and evaluates without any strategy.
-    evaluated = CliRunner().invoke(
-        cli.main, ["evaluate", "--model", str(run_dir), *real_data_args()]
-    )
+    evaluated = CliRunner().invoke(cli.main, ["evaluate", "--model", str(run_dir), *real_data_args()])
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     assert report["accuracy"] == pytest.approx(multi["test_accuracy"])

@@ -54,7 +54,11 @@ def exported(trained_run, real_source, tmp_path_factory):
     """One export of every format, with the TFLite report."""
     out = tmp_path_factory.mktemp("export")
     result = export.export_model(
-        trained_run, out, real_source, tflite_kinds=TFLITE_KINDS, calibration_examples=CALIBRATION_EXAMPLES,
+        trained_run,
+        out,
+        real_source,
+        tflite_kinds=TFLITE_KINDS,
+        calibration_examples=CALIBRATION_EXAMPLES,
         latency_images=20,
     )
     return types.SimpleNamespace(out=out, saved=result.saved_model, models=result.tflite, report=result.report)
@@ -331,13 +335,19 @@ def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
         ("float32", [2, 28, 28, 1], "expected to be a uint8 tensor but is a float tensor"),
         ("int32", [2, 28, 28, 1], "expected to be a uint8 tensor but is a int32 tensor"),
         # This shape used to abort the whole process in oneDNN's convolution.
-        ("uint8", [2, 28, 28], r"Shape of tensor image \[2,28,28\] is not compatible with expected shape \[\?,28,28,1\]"),
+        (
+            "uint8",
+            [2, 28, 28],
+            r"Shape of tensor image \[2,28,28\] is not compatible with expected shape \[\?,28,28,1\]",
+        ),
         ("uint8", [2, 32, 32, 1], r"image \[2,32,32,1\] is not compatible with expected shape \[\?,28,28,1\]"),
         ("uint8", [28, 28, 1], r"image \[28,28,1\] is not compatible with expected shape \[\?,28,28,1\]"),
     ],
     ids=["float32", "int32", "no-channel", "32x32", "no-batch"],
 )
-def test_serving_default_refuses_wrong_dtypes_and_shapes_naming_the_expected_one(tiny_signatures, dtype, shape, expected):
+def test_serving_default_refuses_wrong_dtypes_and_shapes_naming_the_expected_one(
+    tiny_signatures, dtype, shape, expected
+):
     import tensorflow as tf
 
     _, pixels, _ = tiny_signatures

@@ -23,13 +23,12 @@ from conftest import ARCHIVES, REPO, real_data_args
 from test_cli import QUICK, assert_one_line_error, run, sha256
 from test_train import cli, real_args
 
-from mnist_tf import config, runlock, saved_model
-from mnist_tf import optimizer
+from mnist_tf import config, optimizer, runlock, saved_model
+from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
 from mnist_tf.io import FAULT_ENV, DiskFull, disk_full_reason, write_bytes
 from mnist_tf.model import build_model
 from mnist_tf.models import load_keras
 from mnist_tf.resume import latest_state, trim_history
-from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
 
 # 2 x 63 steps: about 96% test accuracy, in seconds.
 SHORT = ("--train-examples", "2000", "--epochs", "2", "--batch-size", "32")
@@ -63,8 +62,8 @@ def test_checkpoint_keeps_the_last_epoch_with_a_finite_loss(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, real_source):
-    real_source
+@pytest.mark.usefixtures("real_source")
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
     # Many epochs, so the run cannot finish on its own between the check and the signal.
     args = real_args(run_dir, "--train-examples", "5000", "--epochs", "40", "--batch-size", "64")

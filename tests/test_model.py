@@ -15,8 +15,12 @@ from mnist_tf.model import build_model
         # two pools leave 7*7*64 = 3,136 features for Dense(256) + BN; logits 256*10 + 10.
         (
             config.DEFAULT,
-            (9 * 32 + 128) + (9 * 32 * 32 + 128) + (9 * 32 * 64 + 256) + (9 * 64 * 64 + 256)
-            + (3_136 * 256 + 4 * 256) + (256 * 10 + 10),
+            (9 * 32 + 128)
+            + (9 * 32 * 32 + 128)
+            + (9 * 32 * 64 + 256)
+            + (9 * 64 * 64 + 256)
+            + (3_136 * 256 + 4 * 256)
+            + (256 * 10 + 10),
         ),
         # fast: three stages 1->16, 16->32, 32->64, pools leave 3*3*64 = 576 features for Dense(128).
         (
@@ -186,6 +190,8 @@ def test_the_checkpoint_opens_in_plain_keras_in_a_fresh_interpreter(tmp_path):
         "assert not any(m.startswith('mnist_tf') for m in sys.modules), 'mnist_tf was imported'\n"
         f"np.save({str(tmp_path / 'logits.npy')!r}, model(np.load({str(tmp_path / 'images.npy')!r}), training=False))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), model(images, training=False).numpy(), atol=1e-2)

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import ARCHIVES, TEST_DATA_DIR, archives_present
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))

@@ -32,7 +32,11 @@ def test_auto_is_measured_once_then_read_from_the_cache(cache, monkeypatch):
     cfg = config.FAST
     assert cfg.mixed_precision == "auto"
     chosen, decision = precision.resolve(cfg)
-    assert chosen == "bfloat16" and decision["how"] == "measured" and decision["step_ms"] == {"off": 80.0, "bfloat16": 50.0}
+    assert (
+        chosen == "bfloat16"
+        and decision["how"] == "measured"
+        and decision["step_ms"] == {"off": 80.0, "bfloat16": 50.0}
+    )
     assert calls == [(512, "off"), (512, "bfloat16")]
     assert precision.resolve(cfg)[1]["how"] == "cached" and len(calls) == 2
     # Another network or batch is another measurement; the cache keeps both.
@@ -44,7 +48,10 @@ def test_auto_is_measured_once_then_read_from_the_cache(cache, monkeypatch):
 def test_a_forced_precision_is_never_measured(cache, monkeypatch):
     monkeypatch.setattr(precision, "step_ms", lambda cfg, p: pytest.fail("measured"))
     for forced in ("off", "float16", "bfloat16"):
-        assert precision.resolve(config.FAST.replace(mixed_precision=forced)) == (forced, {"chosen": forced, "how": "set"})
+        assert precision.resolve(config.FAST.replace(mixed_precision=forced)) == (
+            forced,
+            {"chosen": forced, "how": "set"},
+        )
     assert not cache.exists()
 
 

@@ -279,7 +279,11 @@ def test_load_image_takes_the_first_frame_of_an_animated_gif(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "anim.gif"), to_mnist(digit)[0])
 
 
-@pytest.mark.parametrize("pixels", [[[200]], [[0]], np.full((50, 70), 255), np.full((50, 70), 0)], ids=["dot", "black dot", "all ink", "all paper"])
+@pytest.mark.parametrize(
+    "pixels",
+    [[[200]], [[0]], np.full((50, 70), 255), np.full((50, 70), 0)],
+    ids=["dot", "black dot", "all ink", "all paper"],
+)
 def test_load_image_says_no_digit_for_a_picture_without_one(tmp_path, pixels):
     Image.fromarray(np.asarray(pixels, np.uint8)).save(tmp_path / "plain.png")
     with pytest.raises(UserError, match=f"^{re.escape(NO_DIGIT)}$"):
@@ -377,7 +381,11 @@ PIXELS = st.one_of(
 )
 
 
-@given(pixels=PIXELS, fmt=st.sampled_from(["PNG", "TIFF", "GIF", "BMP", "JPEG", "WEBP", "PPM"]), cut=st.none() | st.integers(0, 400))
+@given(
+    pixels=PIXELS,
+    fmt=st.sampled_from(["PNG", "TIFF", "GIF", "BMP", "JPEG", "WEBP", "PPM"]),
+    cut=st.none() | st.integers(0, 400),
+)
 @settings(max_examples=150, deadline=2000)
 def test_fuzz_load_image_on_random_arrays_in_every_format(pixels, fmt, cut):
     buffer = io.BytesIO()

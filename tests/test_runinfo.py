@@ -20,11 +20,16 @@ def folders(tmp_path):
 
 
 def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, monkeypatch):
-    tfds_dir, archives, _ = folders(tmp_path)
+    tfds_dir, _, _ = folders(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     monkeypatch.chdir(tmp_path)
-    runinfo.record_start(run_dir, data.Source(data_dir=tfds_dir, manual_dir="archives"), config.FAST, {"strategy": "default", "replicas": 1})
+    runinfo.record_start(
+        run_dir,
+        data.Source(data_dir=tfds_dir, manual_dir="archives"),
+        config.FAST,
+        {"strategy": "default", "replicas": 1},
+    )
     (run_dir / "backup").mkdir()
     (run_dir / "backup" / "epoch-2.keras").write_bytes(b"")
     resumed = config.FAST.replace(jit=True, steps_per_execution=4, deterministic=True)
@@ -32,8 +37,22 @@ def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, mon
     record = json.loads((run_dir / "run.json").read_text())
     assert record["data"] == {"data_dir": None, "manual_dir": None}  # the last start's data
     assert record["trained"] == [
-        {"from_epoch": 0, "jit": None, "steps_per_execution": 1, "deterministic": False, "strategy": "default", "replicas": 1},
-        {"from_epoch": 2, "jit": True, "steps_per_execution": 4, "deterministic": True, "strategy": "mirrored", "replicas": 2},
+        {
+            "from_epoch": 0,
+            "jit": None,
+            "steps_per_execution": 1,
+            "deterministic": False,
+            "strategy": "default",
+            "replicas": 1,
+        },
+        {
+            "from_epoch": 2,
+            "jit": True,
+            "steps_per_execution": 4,
+            "deterministic": True,
+            "strategy": "mirrored",
+            "replicas": 2,
+        },
     ]
 
 
@@ -76,7 +95,10 @@ def test_a_remembered_folder_that_is_gone_is_left_out_with_a_note(tmp_path):
     archives.rmdir()
     notes = []
     assert runinfo.data_source(run_dir, None, None, notes.append) == data.Source(data_dir=tfds_dir)
-    assert notes[0] == f"{run_dir} was trained with --manual-dir {archives}, which no longer exists: reading MNIST without it"
+    assert (
+        notes[0]
+        == f"{run_dir} was trained with --manual-dir {archives}, which no longer exists: reading MNIST without it"
+    )
     assert notes[1] == f"reading MNIST as {run_dir} was trained: --data-dir {tfds_dir}"
 
 

@@ -9,13 +9,12 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import real_data_args
 
 from mnist_tf import config
-from mnist_tf.resume import latest_state
 from mnist_tf.optimizer import make_optimizer, make_schedule
+from mnist_tf.resume import latest_state
 from mnist_tf.train import read_history
-
-from conftest import real_data_args
 
 
 def test_schedules_reach_their_peak_and_decay():
@@ -45,13 +44,21 @@ def cli(*args):
 
 def real_args(run_dir, *extra):
     return [
-        "train", "--preset", "fast", "--run-dir", run_dir, *real_data_args(), "--validation-examples", "1000", *extra,
+        "train",
+        "--preset",
+        "fast",
+        "--run-dir",
+        run_dir,
+        *real_data_args(),
+        "--validation-examples",
+        "1000",
+        *extra,
     ]
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_continues_from_the_saved_epoch(tmp_path, real_source):
-    real_source  # prepared once, so the subprocesses need no preparation
+@pytest.mark.usefixtures("real_source")  # prepared once, so the subprocesses need no preparation
+def test_resume_after_sigkill_continues_from_the_saved_epoch(tmp_path):
     run_dir = tmp_path / "run"
     args = real_args(run_dir, "--train-examples", "5000", "--epochs", "4", "--batch-size", "64")
     proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,7 +73,7 @@ def test_resume_after_sigkill_continues_from_the_saved_epoch(tmp_path, real_sour
     done = latest_state(run_dir / "backup")[1]
     assert 1 <= done < 4 and not (run_dir / "metrics.json").exists()
 
-    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cli(*args), check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"after epoch {done}" in result.stderr
     assert "Epoch 1/4" not in result.stdout  # it did not start over
@@ -82,12 +89,12 @@ def weights_of(run_dir):
 
 
 @pytest.mark.slow
-def test_deterministic_runs_with_the_same_seed_are_identical(tmp_path, real_source):
-    real_source
+@pytest.mark.usefixtures("real_source")
+def test_deterministic_runs_with_the_same_seed_are_identical(tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for run_dir in runs:
         args = real_args(run_dir, "--train-examples", "1000", "--epochs", "1", "--augment", "--deterministic")
-        result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
+        result = subprocess.run(cli(*args), check=False, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
     a, b = (json.loads((r / "metrics.json").read_text()) for r in runs)
     assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
@@ -96,11 +103,13 @@ def test_deterministic_runs_with_the_same_seed_are_identical(tmp_path, real_sour
 
 
 @pytest.mark.slow
-def test_training_without_a_validation_split_finishes_and_reports(tmp_path, real_source):
-    real_source
+@pytest.mark.usefixtures("real_source")
+def test_training_without_a_validation_split_finishes_and_reports(tmp_path):
     run_dir = tmp_path / "run"
-    args = real_args(run_dir, "--train-examples", "1000", "--epochs", "1", "--validation-examples", "0")  # last one wins
-    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
+    args = real_args(
+        run_dir, "--train-examples", "1000", "--epochs", "1", "--validation-examples", "0"
+    )  # last one wins
+    result = subprocess.run(cli(*args), check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["validation_examples"] == 0 and metrics["test"]["examples"] == 10000
