@@ -30,7 +30,9 @@ def test_throughput_cases_cover_two_batch_sizes_and_xla_on_and_off():
     cases = training.throughput_cases(benchmark.Settings(presets=("fast",)))
     bfloat16 = {(cfg.batch_size, cfg.jit) for _, cfg in cases if cfg.mixed_precision == "bfloat16"}
     assert bfloat16 == {(b, j) for b in (config.FAST.batch_size, 2 * config.FAST.batch_size) for j in (False, True)}
-    assert [(cfg.batch_size, cfg.jit) for _, cfg in cases if cfg.mixed_precision == "off"] == [(config.FAST.batch_size, False)]
+    assert [(cfg.batch_size, cfg.jit) for _, cfg in cases if cfg.mixed_precision == "off"] == [
+        (config.FAST.batch_size, False)
+    ]
 
 
 def test_a_failing_training_process_is_reported_not_waited_for(tmp_path):
@@ -42,8 +44,13 @@ def test_a_failing_training_process_is_reported_not_waited_for(tmp_path):
 
 def test_accuracy_table_has_a_column_per_target_and_a_row_per_run_failed_or_not():
     run = {
-        "seed": 1, "test_accuracy": 0.991, "fit_seconds": 10.0, "train_images_per_second": 5000.0,
-        "seconds_to": {"0.990": 8.0, "0.995": None}, "peak_rss_mib": 900.0, "steal_percent": None,
+        "seed": 1,
+        "test_accuracy": 0.991,
+        "fit_seconds": 10.0,
+        "train_images_per_second": 5000.0,
+        "seconds_to": {"0.990": 8.0, "0.995": None},
+        "peak_rss_mib": 900.0,
+        "steal_percent": None,
     }
     summary = training.summarise_runs([run, {"seed": 2, "error": "RuntimeError: boom"}])
     lines = report.accuracy_table({"fast": summary})
@@ -70,7 +77,11 @@ def test_accuracy_run_times_test_accuracy_per_epoch_and_tables_show_it(tmp_path,
     assert run["test_accuracy"] == metrics["test_accuracy"]
     assert run["peak_rss_mib"] > 100  # TensorFlow alone takes more
     summary = training.summarise_runs([run])
-    result = {"machine": measurements.machine(), "threads": {"intra_op": 2, "inter_op": 1}, "accuracy": {"fast": summary}}
+    result = {
+        "machine": measurements.machine(),
+        "threads": {"intra_op": 2, "inter_op": 1},
+        "accuracy": {"fast": summary},
+    }
     table = benchmark.tables(result)
     assert f"{run['test_accuracy']:.2%}" in table and "fast median" in table
     assert is_png(plots.time_to_accuracy(result["accuracy"], tmp_path / "tta.png"))
@@ -111,9 +122,7 @@ def test_measure_saves_after_every_measurement(tmp_path):
 def test_serve_part_loads_a_real_server_and_calls_the_model_directly(tmp_path, tiny_keras, real_source):
     settings = benchmark.Settings(serve_seconds=1.0)
     out = tmp_path / "bench"
-    result = benchmark.run_benchmark(
-        out, real_source, ("serve",), settings, model=tiny_keras, progress=lambda m: None
-    )
+    result = benchmark.run_benchmark(out, real_source, ("serve",), settings, model=tiny_keras, progress=lambda m: None)
     assert json.loads((out / "benchmark.json").read_text()) == json.loads(json.dumps(result))
     assert (out / "benchmark.md").read_text() == benchmark.tables(result) + "\n"
     serve = result["serve"]

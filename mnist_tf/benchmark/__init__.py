@@ -49,7 +49,7 @@ def run_benchmark(
     out: Path,
     source: Any,
     parts: Sequence[str] = BENCHMARK_PARTS,
-    settings: Settings = Settings(),
+    settings: Settings | None = None,
     model: str | Path | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] = print,
@@ -60,12 +60,13 @@ def run_benchmark(
 
     `model` (a run dir or .keras file) is what the inference and serve parts time;
     without it they time a model the accuracy part trained. Refuses an OUT that
-    holds an earlier benchmark unless `overwrite`.
+    holds an earlier benchmark unless `overwrite`. `settings`: Settings() when not given.
     """
     from mnist_tf import plots
     from mnist_tf.io import write_bytes, write_json
     from mnist_tf.models import resolve_model_path
 
+    settings = settings or Settings()
     keras_path = resolve_model_path(model) if model else None
     if keras_path is not None and keras_path.suffix != ".keras":
         raise UserError(f"{model} is not a Keras model: pass a run dir or a .keras file to --model")

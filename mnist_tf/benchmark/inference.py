@@ -23,8 +23,8 @@ def inference_speeds(
     from mnist_tf.model import float32_copy
     from mnist_tf.models import TFLiteRunner, load_keras, load_saved_model
     from mnist_tf.saved_model import export_saved_model
-    from mnist_tf.timing import seconds_per_call, single_image_ms
     from mnist_tf.tflite import export_tflite
+    from mnist_tf.timing import seconds_per_call, single_image_ms
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     probabilities = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # as the exports return

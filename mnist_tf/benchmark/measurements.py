@@ -21,6 +21,7 @@ def target_key(target: float) -> str:
     """A target's key in a run's `seconds_to`: "0.990"."""
     return f"{target:.3f}"
 
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What a benchmark run measures."""

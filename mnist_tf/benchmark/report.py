@@ -6,13 +6,16 @@ from typing import Any
 
 from mnist_tf.benchmark.measurements import TARGETS, target_key
 
+
 def tables(result: dict[str, Any]) -> str:
     """Markdown tables of `result`, as printed and pasted into docs/performance.md."""
     m, t = result["machine"], result["threads"]
     out = [
-        f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'no AVX-512'}), {m['cores']} cores, "
-        f"GPUs: {', '.join(m['gpus']) or 'none'}; "
-        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; threads intra-op {t['intra_op']}, inter-op {t['inter_op']}."
+        (
+            f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'no AVX-512'}), {m['cores']} cores, "
+            f"GPUs: {', '.join(m['gpus']) or 'none'}; "
+            f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; threads intra-op {t['intra_op']}, inter-op {t['inter_op']}."
+        )
     ]
     if "peak_gflops" in result:
         p = result["peak_gflops"]
@@ -32,8 +35,10 @@ def tables(result: dict[str, Any]) -> str:
 
 def throughput_table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
-        "\n| preset | precision | batch | XLA | train img/s (median) | repeats | MFLOP/img (train) | of peak "
-        "| warm-up s | CPU steal |",
+        (
+            "\n| preset | precision | batch | XLA | train img/s (median) | repeats | MFLOP/img (train) | of peak "
+            "| warm-up s | CPU steal |"
+        ),
         "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:

@@ -24,7 +24,6 @@ from mnist_tf.benchmark.measurements import (
 from mnist_tf.benchmark.report import run_line
 from mnist_tf.config import Config, preset
 
-
 # --- throughput ---------------------------------------------------------------
 
 
@@ -118,7 +117,9 @@ def _test_accuracy_callback(test_images: np.ndarray, test_labels: np.ndarray):
             now = time.perf_counter()
             logits = self.model.predict(test_images, batch_size=1000, verbose=0)
             accuracy = float((logits.argmax(-1) == test_labels).mean())
-            self.points.append({"epoch": epoch + 1, "seconds": now - self.start - self.eval_seconds, "test_accuracy": accuracy})
+            self.points.append(
+                {"epoch": epoch + 1, "seconds": now - self.start - self.eval_seconds, "test_accuracy": accuracy}
+            )
             self.eval_seconds += time.perf_counter() - now
 
     return TestAccuracyLog()
