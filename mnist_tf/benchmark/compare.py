@@ -13,7 +13,9 @@ interleaved with the project's own run for that seed, and every figure is the
 median over them. Both sides use the same threads: the Keras reference gets
 TensorFlow's pools through `TF_NUM_INTRAOP_THREADS` / `TF_NUM_INTEROP_THREADS`
 (as `train.set_threads` sets them), the torch one `--threads`. The programs
-are run as they are and read from their printed output.
+are run as they are and read from their printed output. Every run records the
+CPU other processes used meanwhile: a busy machine does not slow both sides
+alike (torch's threads suffer more), so a ratio holds only where that is near 0.
 
 Torch is not a dependency of this project: `$MNIST_TF_TORCH_PYTHON` names a
 Python that has torch and numpy (default: this one, if it imports torch);
@@ -35,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mnist_tf.benchmark.measurements import Settings, StealMeter, median
+from mnist_tf.benchmark.measurements import OtherCpuMeter, Settings, StealMeter, median
 from mnist_tf.benchmark.training import preset_run, summarise_runs, training_throughput
 
 TORCH_PYTHON_ENV = "MNIST_TF_TORCH_PYTHON"
@@ -257,10 +259,12 @@ def seed_verdict(reference: dict[str, Any], project: dict[str, Any]) -> dict[str
 
 def verdict_line(name: str, comparison: dict[str, Any]) -> str:
     """One comparison's ratio and verdict in a line, for progress."""
-    v = comparison["verdict"]
+    v, other = comparison["verdict"], max_other_cpu(comparison)
     if v["met"] is None:
         return f"compare {name}: no verdict: {v['why']}"
     met = "met" if v["met"] else "NOT met"
+    if other is not None:
+        met += f"; other processes used up to {other:.0f}% of a core during its runs (valid only near 0)"
     if name == "fast":
         p, r = comparison["project"], comparison["reference"]
         return (
@@ -298,12 +302,12 @@ def fast_comparison(
     for i, seed in enumerate(settings.seeds, 1):
         if program.is_file():
             progress(f"compare {i}/{len(settings.seeds)}: {KERAS_PROGRAM}, the Keras convnet trained to {target:.1%}")
-            run = keras_reference(programs, source, threads, target)
+            run = _metered(keras_reference, programs, source, threads, target)
             progress(f"  -> {_keras_line(run)}")
             reference["runs"].append(run)
             reference.update(keras_summary(reference["runs"], target))
             yield comparison
-        runs.append(preset_run("fast", seed, threads, source, work_dir / "compare", progress, part="compare"))
+        runs.append(_metered(preset_run, "fast", seed, threads, source, work_dir / "compare", progress, "compare"))
         comparison["project"] = summarise_runs(runs)
         yield comparison
     comparison["verdict"] = fast_verdict(reference, comparison["project"])
@@ -346,16 +350,13 @@ def seed_comparison(
     for i, seed in enumerate(settings.seeds, 1):
         if "why" not in reference:
             progress(f"compare {i}/{len(settings.seeds)}: {TORCH_PROGRAM}, {steps} steps on {threads} threads")
-            run = torch_reference(torch["python"], programs, source, threads, seed, steps)
+            run = _metered(torch_reference, torch["python"], programs, source, threads, seed, steps)
             progress(f"  -> {_rate_line(run)}")
             reference["runs"].append(run)
             reference["median_images_per_second"] = _median_of(reference["runs"], "images_per_second")
             yield comparison
         progress(f"compare {i}/{len(settings.seeds)}: seed preset, {steps} steps of batch {cfg.batch_size}, {chosen}")
-        try:
-            run = {"seed": seed, **training_throughput(cfg.replace(seed=seed), measure)}
-        except Exception as e:  # noqa: BLE001  (recorded; the other seeds and the reference still count)
-            run = {"seed": seed, "error": f"{type(e).__name__}: {e}"}
+        run = _metered(_seed_throughput, cfg.replace(seed=seed), measure)
         progress(f"  -> {_rate_line(run)}")
         project["runs"].append(run)
         project["median_images_per_second"] = _median_of(project["runs"], "images_per_second")
@@ -385,18 +386,50 @@ def compare_part(
             yield result
 
 
+def _seed_throughput(cfg: Any, settings: Settings) -> dict[str, Any]:
+    try:
+        return {"seed": cfg.seed, **training_throughput(cfg, settings)}
+    except Exception as e:  # noqa: BLE001  (recorded; the other seeds and the reference still count)
+        return {"seed": cfg.seed, "error": f"{type(e).__name__}: {e}"}
+
+
+def _metered(measure: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`measure(*args)` with the CPU other processes used meanwhile (`OtherCpuMeter`): its figure holds only near 0."""
+    meter = OtherCpuMeter()
+    run = measure(*args)
+    return {**run, "other_cpu_percent": meter.stop()}
+
+
+def max_other_cpu(comparison: dict[str, Any]) -> float | None:
+    """The most CPU other processes used during any run of either side of `comparison`, percent of one core."""
+    values = [
+        r["other_cpu_percent"]
+        for side in ("reference", "project")
+        for r in comparison[side]["runs"]
+        if r.get("other_cpu_percent") is not None
+    ]
+    return max(values) if values else None
+
+
 def _keras_line(run: dict[str, Any]) -> str:
     if "error" in run:
         return f"failed: {run['error']}"
     reached = "reached" if run["reached"] else "did not reach"
     return (
         f"{run['seconds_to_target']:.1f} s of fit, {run['epochs']} epochs, "
-        f"test {run['test_accuracy']:.4f} ({reached} the target)"
+        f"test {run['test_accuracy']:.4f} ({reached} the target){_others(run)}"
     )
 
 
 def _rate_line(run: dict[str, Any]) -> str:
-    return f"failed: {run['error']}" if "error" in run else f"{run['images_per_second']:,.0f} training images/s"
+    if "error" in run:
+        return f"failed: {run['error']}"
+    return f"{run['images_per_second']:,.0f} training images/s{_others(run)}"
+
+
+def _others(run: dict[str, Any]) -> str:
+    other = run.get("other_cpu_percent")
+    return "" if other is None else f"; other processes used {other:.0f}% of a core meanwhile"
 
 
 def _last_line(text: str) -> str:

@@ -96,13 +96,15 @@ def inference_table(inference: dict[str, Any]) -> list[str]:
 
 def compare_table(compare: dict[str, Any]) -> list[str]:
     """The compare part: each preset's median beside its reference program's, the ratio and the target."""
-    from mnist_tf.benchmark.compare import FAST_MAX_TIME_RATIO, FAST_MIN_ACCURACY, SEED_MIN_SPEEDUP
+    from mnist_tf.benchmark.compare import FAST_MAX_TIME_RATIO, FAST_MIN_ACCURACY, SEED_MIN_SPEEDUP, max_other_cpu
 
     out = [
         f"\nBeside the reference programs in {compare['bench_dir']}, same sitting, {compare['threads']} threads "
-        "each side; medians of the runs in brackets (the ratios carry across machines, seconds and images/s do not):",
-        "\n| comparison | reference | mnist-tf | ratio | target | met? |",
-        "| --- | --- | --- | ---: | --- | --- |",
+        "each side; medians of the runs in brackets (the ratios carry across machines, seconds and images/s do not). "
+        "Other CPU: the most that other processes used during any run of the row, in percent of one core; "
+        "a row holds only where it is near 0.",
+        "\n| comparison | reference | mnist-tf | ratio | target | met? | other CPU |",
+        "| --- | --- | --- | ---: | --- | --- | ---: |",
     ]
     if "fast" in compare:
         ref, project, verdict = compare["fast"]["reference"], compare["fast"]["project"], compare["fast"].get("verdict")
@@ -119,7 +121,8 @@ def compare_table(compare: dict[str, Any]) -> list[str]:
         ratio = "" if not verdict or verdict["time_ratio"] is None else f"{verdict['time_ratio']:.3f}x"
         out.append(
             f"| `fast` vs the Keras \"simple MNIST convnet\", fit time | {ref_cell} | {project_cell} | {ratio} "
-            f"| <= {FAST_MAX_TIME_RATIO}x the time at >= {FAST_MIN_ACCURACY:.1%} | {_met(verdict)} |"
+            f"| <= {FAST_MAX_TIME_RATIO}x the time at >= {FAST_MIN_ACCURACY:.1%} | {_met(verdict)} "
+            f"| {_pct(max_other_cpu(compare['fast']))} |"
         )
     if "seed" in compare:
         ref, project, verdict = compare["seed"]["reference"], compare["seed"]["project"], compare["seed"].get("verdict")
@@ -135,7 +138,7 @@ def compare_table(compare: dict[str, Any]) -> list[str]:
         out.append(
             f"| `seed` vs the seed network in PyTorch, training images/s ({project['steps']} steps of batch "
             f"{project['batch_size']}) | {ref_cell} | {project_cell} | {ratio} | >= {SEED_MIN_SPEEDUP}x "
-            f"| {_met(verdict)} |"
+            f"| {_met(verdict)} | {_pct(max_other_cpu(compare['seed']))} |"
         )
     return out
 
