@@ -293,14 +293,14 @@ def test_without_torch_the_seed_comparison_measures_the_project_and_gives_no_ver
     messages = []
     steps = list(compare.seed_comparison(settings, None, 1, compare.bench_dir(), torch, messages.append, steps=4))
     last = steps[-1]
-    assert last["reference"]["runs"] == [] and last["reference"]["why"] == "torch reference unavailable: no torch here"
+    assert last["reference"]["runs"] == [] and last["reference"]["why"] == "no torch here"
     assert [r["seed"] for r in last["project"]["runs"]] == [1, 2]  # one measurement per seed, as with torch
     assert all(r["images_per_second"] > 0 for r in last["project"]["runs"])
     assert last["project"]["median_images_per_second"] > 0 and last["project"]["steps"] == 4
-    assert last["verdict"] == {"speedup": None, "met": None, "why": "torch reference unavailable: no torch here"}
-    assert messages[-1] == "compare seed: no verdict: torch reference unavailable: no torch here"
+    assert last["verdict"] == {"speedup": None, "met": None, "why": "the torch reference is unavailable: no torch here"}
+    assert messages[-1] == "compare seed: no verdict: the torch reference is unavailable: no torch here"
     table = "\n".join(report.compare_table({"bench_dir": "b", "threads": 1, "seed": last}))
-    assert "| unavailable: torch reference unavailable: no torch here |" in table
+    assert "| unavailable: no torch here |" in table
 
 
 def _fast_run(seed, fit_seconds, accuracy):
@@ -330,7 +330,7 @@ def test_the_fast_target_is_the_median_fit_time_against_the_keras_median_at_99_p
     failed = compare.keras_summary([{"error": "exit status 1: boom"}, {"seconds_to_target": 80.0, "reached": True}])
     assert failed["median_seconds_to_target"] == 80.0  # the finished runs count
     assert verdict((10.0,), (0.995,), {"why": "no keras_convnet_to99.py"}) == {
-        "time_ratio": None, "met": None, "why": "no keras_convnet_to99.py",
+        "time_ratio": None, "met": None, "why": "the Keras reference is unavailable: no keras_convnet_to99.py",
     }  # fmt: skip
     assert compare.fast_verdict(reference, training.summarise_runs([{"seed": 1, "error": "boom"}]))["met"] is None
 

@@ -237,7 +237,11 @@ def fast_verdict(reference: dict[str, Any], project: dict[str, Any]) -> dict[str
     ref_seconds = reference.get("median_seconds_to_target")
     fit_seconds, accuracy = project.get("median_fit_seconds"), project.get("median_test_accuracy")
     if ref_seconds is None:
-        why = reference.get("why") or f"the Keras reference did not reach {FAST_MIN_ACCURACY:.1%} in every run"
+        why = (
+            f"the Keras reference is unavailable: {reference['why']}"
+            if "why" in reference
+            else f"the Keras reference did not reach {FAST_MIN_ACCURACY:.1%} in every run"
+        )
         return {"time_ratio": None, "met": None, "why": why}
     if fit_seconds is None:
         return {"time_ratio": None, "met": None, "why": "no run of the fast preset finished"}
@@ -250,7 +254,12 @@ def seed_verdict(reference: dict[str, Any], project: dict[str, Any]) -> dict[str
     """Ratio of the medians (project images/s / torch images/s) and whether the `seed` target holds."""
     ref_rate, rate = reference.get("median_images_per_second"), project.get("median_images_per_second")
     if ref_rate is None:
-        return {"speedup": None, "met": None, "why": reference.get("why") or "no run of the torch reference finished"}
+        why = (
+            f"the torch reference is unavailable: {reference['why']}"
+            if "why" in reference
+            else "no run of the torch reference finished"
+        )
+        return {"speedup": None, "met": None, "why": why}
     if rate is None:
         return {"speedup": None, "met": None, "why": "no measurement of the seed preset finished"}
     speedup = rate / ref_rate
@@ -334,9 +343,9 @@ def seed_comparison(
     program = programs / TORCH_PROGRAM
     reference: dict[str, Any] = {"program": str(program), "python": torch["python"], "steps": steps, "runs": []}
     if torch["python"] is None:
-        reference["why"] = f"torch reference unavailable: {torch['why']}"
+        reference["why"] = torch["why"]
     elif not program.is_file():
-        reference["why"] = f"torch reference unavailable: no {TORCH_PROGRAM} in {programs} (set ${BENCH_DIR_ENV})"
+        reference["why"] = f"no {TORCH_PROGRAM} in {programs} (set ${BENCH_DIR_ENV} to its folder)"
     else:
         reference["torch"] = torch["torch"]
     cfg = preset("seed")
