@@ -23,7 +23,7 @@ BYTES_INPUT_NAME = "image_bytes"
 # Choices.
 TFLITE_KINDS = ("float32", "dynamic_range", "float16", "int8")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
-BENCHMARK_PARTS = ("peak", "throughput", "accuracy", "inference", "serve")
+BENCHMARK_PARTS = ("peak", "throughput", "accuracy", "inference", "serve", "compare")
 
 # The export's accuracy gate: training images that calibrate int8, and how many points of
 # test accuracy a TFLite variant may lose against the Keras model.

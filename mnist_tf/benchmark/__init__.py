@@ -1,6 +1,6 @@
 """`mnist-tf benchmark`: measured speed, time to accuracy, memory and serving.
 
-`run_benchmark` is the whole job. Five parts, each runnable alone (`--part`),
+`run_benchmark` is the whole job. Six parts, each runnable alone (`--part`),
 all written to one JSON file and printed as tables (`report.py`):
 
     throughput  steady-state training images/s per preset, batch size and XLA
@@ -17,14 +17,19 @@ all written to one JSON file and printed as tables (`report.py`):
                 bfloat16: the "peak" the throughput fractions divide by
     serve       `mnist-tf serve` under load on loopback: single-image b64
                 requests from 1, 8 and 32 concurrent clients (mnist_tf/serve/load.py)
+    compare     the `fast` and `seed` presets beside the reference programs in
+                ../shared/bench, run as child processes in the same sitting:
+                fit seconds to 99% against the Keras "simple MNIST convnet",
+                training images/s against the seed network in PyTorch; the
+                ratios and whether the targets hold (compare.py)
 
 Timing rules: every figure is a median of repeats after warm-up, threads are
 set explicitly (`--threads`) and reported, and nothing else should run on the
 machine meanwhile.
 
-The parts live in `training.py` (throughput, accuracy) and `inference.py`
-(inference, serve); `measurements.py` holds the settings and the instruments
-(peak, FLOPs, CPU steal, memory), `report.py` the tables.
+The parts live in `training.py` (throughput, accuracy), `inference.py`
+(inference, serve) and `compare.py`; `measurements.py` holds the settings
+and the instruments (peak, FLOPs, CPU steal, memory), `report.py` the tables.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mnist_tf.benchmark import compare
 from mnist_tf.benchmark.inference import inference_part, serve_part
 from mnist_tf.benchmark.measurements import Settings, StealMeter, machine, measure_peak
 from mnist_tf.benchmark.report import tables
@@ -104,6 +110,8 @@ def measure(
     """
     from mnist_tf.train import set_threads
 
+    if "compare" in parts and not set(compare.PRESETS) & set(settings.presets):
+        raise UserError(f"--part compare compares the {' and '.join(compare.PRESETS)} presets: choose one with --preset")
     threads = set_threads(settings.threads)
     result: dict[str, Any] = {"machine": machine(), "threads": threads, "settings": dataclasses.asdict(settings)}
     if "peak" in parts or "throughput" in parts:
@@ -125,6 +133,10 @@ def measure(
         result["inference"] = inference_part(model, source, work_dir, settings, progress)
     if "serve" in parts:
         result["serve"] = serve_part(model, source, work_dir, settings, progress)
+    if "compare" in parts:
+        for compared in compare.compare_part(settings, source, work_dir, threads["intra_op"], progress):
+            result["compare"] = compared
+            save(result)
     save(result)
     return result
 

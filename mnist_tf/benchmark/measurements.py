@@ -1,4 +1,5 @@
-"""The benchmark's instruments: its settings, the machine, CPU steal, peak memory, matmul peak and FLOPs."""
+"""The benchmark's instruments: its settings, the machine, CPU steal and other processes' CPU, peak memory, matmul
+peak and FLOPs."""
 
 from __future__ import annotations
 
@@ -86,6 +87,34 @@ class StealMeter:
         if not (self.start and end and end[1] > self.start[1]):
             return None
         return round(100 * (end[0] - self.start[0]) / (end[1] - self.start[1]), 1)
+
+
+class OtherCpuMeter:
+    """CPU time that processes other than this one and its finished children used meanwhile, in percent of one core.
+
+    A busy machine does not slow every program alike, so two figures compare only
+    where this stayed near 0 for both. Reads /proc/stat (Linux); elsewhere it reports None.
+    """
+
+    @staticmethod
+    def _own_seconds() -> float:
+        import resource
+
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    def __init__(self) -> None:
+        from mnist_tf.serve.load import busy_seconds
+
+        self._busy = busy_seconds
+        self.start = (busy_seconds(), self._own_seconds(), time.perf_counter())
+
+    def stop(self) -> float | None:
+        busy, own, now = self._busy(), self._own_seconds(), time.perf_counter()
+        if busy is None or self.start[0] is None or now <= self.start[2]:
+            return None
+        others = (busy - self.start[0]) - (own - self.start[1])
+        return round(max(0.0, 100 * others / (now - self.start[2])), 1)
 
 
 def peak_rss_mib() -> float:

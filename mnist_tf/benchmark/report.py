@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mnist_tf.benchmark.measurements import TARGETS, target_key
@@ -30,6 +31,8 @@ def tables(result: dict[str, Any]) -> str:
         from mnist_tf.serve.load import table
 
         out.append(table(result["serve"]))
+    if "compare" in result:
+        out += compare_table(result["compare"])
     return "\n".join(out)
 
 
@@ -94,6 +97,87 @@ def inference_table(inference: dict[str, Any]) -> list[str]:
             f"| {accuracy} |"
         )
     return out
+
+
+def compare_table(compare: dict[str, Any]) -> list[str]:
+    """The compare part: each preset's median beside its reference program's, the ratio and the target."""
+    from mnist_tf.benchmark.compare import FAST_MAX_TIME_RATIO, FAST_MIN_ACCURACY, SEED_MIN_SPEEDUP, max_other_cpu
+
+    out = [
+        f"\nBeside the reference programs in {compare['bench_dir']}, same sitting, {compare['threads']} threads "
+        "each side; medians of the runs in brackets (the ratios carry across machines, seconds and images/s do not). "
+        "Other CPU: the most that other processes used during any run of the row, in percent of one core; "
+        "a row holds only where it is near 0.",
+        "\n| comparison | reference | mnist-tf | ratio | target | met? | other CPU |",
+        "| --- | --- | --- | ---: | --- | --- | ---: |",
+    ]
+    if "fast" in compare:
+        ref, project, verdict = compare["fast"]["reference"], compare["fast"]["project"], compare["fast"].get("verdict")
+        seconds = ref.get("median_seconds_to_target")
+        ref_cell = _unavailable(ref) or (
+            (f"{seconds:.1f} s of fit to" if seconds is not None else "not in every run to")
+            + f" {ref['target']:.1%} ({_runs(ref['runs'], _keras_run)})"
+        )
+        project_cell = (
+            f"{project['median_fit_seconds']:.1f} s of fit, {project['median_test_accuracy']:.2%} "
+            if "median_fit_seconds" in project
+            else ""
+        ) + f"({_runs(project['runs'], _fast_run)})"
+        ratio = "" if not verdict or verdict["time_ratio"] is None else f"{verdict['time_ratio']:.3f}x"
+        out.append(
+            f"| `fast` vs the Keras \"simple MNIST convnet\", fit time | {ref_cell} | {project_cell} | {ratio} "
+            f"| <= {FAST_MAX_TIME_RATIO}x the time at >= {FAST_MIN_ACCURACY:.1%} | {_met(verdict)} "
+            f"| {_pct(max_other_cpu(compare['fast']))} |"
+        )
+    if "seed" in compare:
+        ref, project, verdict = compare["seed"]["reference"], compare["seed"]["project"], compare["seed"].get("verdict")
+        ref_cell = _unavailable(ref) or (
+            f"{_rate(ref.get('median_images_per_second'))} img/s, torch {ref.get('torch', '?')} "
+            f"({_runs(ref['runs'], _rate_run)})"
+        )
+        project_cell = (
+            f"{_rate(project.get('median_images_per_second'))} img/s, {project['precision']} "
+            f"({_runs(project['runs'], _rate_run)})"
+        )
+        ratio = "" if not verdict or verdict["speedup"] is None else f"{verdict['speedup']:.2f}x"
+        out.append(
+            f"| `seed` vs the seed network in PyTorch, training images/s ({project['steps']} steps of batch "
+            f"{project['batch_size']}) | {ref_cell} | {project_cell} | {ratio} | >= {SEED_MIN_SPEEDUP}x "
+            f"| {_met(verdict)} | {_pct(max_other_cpu(compare['seed']))} |"
+        )
+    return out
+
+
+def _keras_run(run: dict[str, Any]) -> str:
+    reached = "" if run["reached"] else f" to {run['test_accuracy']:.2%}, short of the target"
+    return f"{run['seconds_to_target']:.1f}{reached}"
+
+
+def _fast_run(run: dict[str, Any]) -> str:
+    return f"{run['fit_seconds']:.1f} s {run['test_accuracy']:.2%}"
+
+
+def _rate_run(run: dict[str, Any]) -> str:
+    return f"{run['images_per_second']:,.0f}"
+
+
+def _unavailable(reference: dict[str, Any]) -> str:
+    return f"unavailable: {reference['why']}" if "why" in reference else ""
+
+
+def _runs(runs: list[dict[str, Any]], figure: Callable[[dict[str, Any]], str]) -> str:
+    """Each run's figure, or "failed" for one that failed."""
+    return ", ".join("failed" if "error" in r else figure(r) for r in runs) or "no runs"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _met(verdict: dict[str, Any] | None) -> str:
+    if verdict is None:
+        return "not yet measured"
+    return {True: "yes", False: "no"}.get(verdict["met"], "no verdict")
 
 
 def _secs(value: float | None) -> str:

@@ -208,9 +208,21 @@ def accuracy_summaries(
     for name in settings.presets:
         runs = []
         for seed in settings.seeds:
-            progress(f"accuracy: training preset {name}, seed {seed} (a full run)")
-            run_dir = work_dir / "runs" / f"{name}-seed{seed}"
-            run = accuracy_run(preset(name).replace(seed=seed), run_dir, source, settings.threads)
-            progress(f"  -> {run_line(run)}")
-            runs.append(run)
+            runs.append(preset_run(name, seed, settings.threads, source, work_dir / "runs", progress))
             yield name, summarise_runs(runs)
+
+
+def preset_run(
+    name: str,
+    seed: int,
+    threads: int,
+    source: Any,
+    runs_dir: Path,
+    progress: Callable[[str], None],
+    part: str = "accuracy",
+) -> dict[str, Any]:
+    """One `accuracy_run` of preset `name` with `seed` in RUNS_DIR/NAME-seedSEED, reported to `progress` by `part`."""
+    progress(f"{part}: training preset {name}, seed {seed} (a full run)")
+    run = accuracy_run(preset(name).replace(seed=seed), runs_dir / f"{name}-seed{seed}", source, threads)
+    progress(f"  -> {run_line(run)}")
+    return run
