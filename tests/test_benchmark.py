@@ -13,7 +13,7 @@ import pytest
 from conftest import ARCHIVES, REPO, archives_present
 
 from mnist_tf import benchmark, config, plots
-from mnist_tf.benchmark import compare, inference, measurements, report, training
+from mnist_tf.benchmark import compare, inference, measurements, references, report, training
 from mnist_tf.data import Source
 from mnist_tf.errors import UserError
 from mnist_tf.model import build_model
@@ -181,49 +181,54 @@ SUMMARY {"impl": "seed_torch", "torch": "2.14.1+cu130", "threads": 2, "params": 
 
 
 def test_keras_reference_output_gives_its_seconds_accuracy_and_whether_it_reached_the_target():
-    run = compare.parse_keras_output(KERAS_ONE_EPOCH, target=0.5)
+    run = references.parse_keras_output(KERAS_ONE_EPOCH, target=0.5)
     assert run == {
         "seconds_to_target": 11.64, "test_accuracy": 0.9732, "epochs": 1, "reached": True,
         "curve": [{"epoch": 1, "test_accuracy": 0.9732, "seconds": 11.6}],
     }  # fmt: skip
-    assert compare.parse_keras_output(KERAS_ONE_EPOCH, target=0.99)["reached"] is False
-    assert compare.parse_keras_output(KERAS_ONE_EPOCH, target=0.9732)["reached"] is True
+    assert references.parse_keras_output(KERAS_ONE_EPOCH, target=0.99)["reached"] is False
+    assert references.parse_keras_output(KERAS_ONE_EPOCH, target=0.9732)["reached"] is True
     with pytest.raises(ValueError, match="REF seconds_to_target"):  # e.g. killed after its first epoch
-        compare.parse_keras_output(KERAS_ONE_EPOCH.splitlines()[0], target=0.99)
+        references.parse_keras_output(KERAS_ONE_EPOCH.splitlines()[0], target=0.99)
 
 
 def test_torch_reference_output_gives_its_steady_state_images_per_second():
-    run = compare.parse_torch_output(TORCH_10_STEPS)
+    run = references.parse_torch_output(TORCH_10_STEPS)
     assert run["images_per_second"] == 229.5 and run["images_per_second_with_warmup"] == 258.1
     assert (run["steps"], run["images"], run["batch_size"], run["threads"]) == (10, 640, 64, 2)
     assert run["torch"] == "2.14.1+cu130"
     with pytest.raises(ValueError, match="warm-up"):  # 5 steps are all warm-up: its steady rate is NaN
-        compare.parse_torch_output(TORCH_5_STEPS)
+        references.parse_torch_output(TORCH_5_STEPS)
     with pytest.raises(ValueError, match="SUMMARY"):
-        compare.parse_torch_output(TORCH_10_STEPS.rsplit("SUMMARY", 1)[0])
+        references.parse_torch_output(TORCH_10_STEPS.rsplit("SUMMARY", 1)[0])
 
 
 def test_a_reference_that_fails_or_prints_something_else_is_recorded_as_an_error():
     fails = [sys.executable, "-c", "import sys; print('epoch 1: ...'); sys.exit('FileNotFoundError: no archives')"]
-    run = compare.run_reference(fails, compare.parse_torch_output, {}, timeout=60)
+    run = references.run_reference(fails, references.parse_torch_output, {}, timeout=60)
     assert run["error"] == "exit status 1: FileNotFoundError: no archives"
-    run = compare.run_reference([sys.executable, "-c", "print('hello')"], compare.parse_torch_output, {}, timeout=60)
+    run = references.run_reference(
+        [sys.executable, "-c", "print('hello')"], references.parse_torch_output, {}, timeout=60
+    )
     assert run["error"].startswith("cannot read its output: no 'SUMMARY {...}' line") and "'hello'" in run["error"]
-    run = compare.run_reference([sys.executable, "-c", "print('SUMMARY {}')"], compare.parse_torch_output, {}, 60)
+    run = references.run_reference([sys.executable, "-c", "print('SUMMARY {}')"], references.parse_torch_output, {}, 60)
     assert run["error"] == "cannot read its output: 'epochs'"
     hangs = [sys.executable, "-c", "import time; time.sleep(30)"]
-    assert compare.run_reference(hangs, compare.parse_torch_output, {}, timeout=1)["error"].startswith("TimeoutExpired")
+    assert references.run_reference(hangs, references.parse_torch_output, {}, timeout=1)["error"].startswith(
+        "TimeoutExpired"
+    )
 
 
 def test_the_references_run_on_the_projects_threads_and_archives(monkeypatch):
     commands = []
+
     def run_reference(command, parse, env, timeout):
         commands.append((command, env))
         return {}
 
-    monkeypatch.setattr(compare, "run_reference", run_reference)
-    compare.keras_reference(Path("/bench"), Source(manual_dir=Path("/archives")), threads=3)
-    compare.torch_reference("/torch/python", Path("/bench"), Source(), threads=3, seed=2)
+    monkeypatch.setattr(references, "run_reference", run_reference)
+    references.keras_reference(Path("/bench"), Source(manual_dir=Path("/archives")), threads=3)
+    references.torch_reference("/torch/python", Path("/bench"), Source(), threads=3, seed=2)
     (keras, keras_env), (torch, torch_env) = commands
     assert keras == [sys.executable, "/bench/keras_convnet_to99.py", "0.99"]
     assert keras_env["TF_NUM_INTRAOP_THREADS"] == "3" and keras_env["TF_NUM_INTEROP_THREADS"] == "1"  # as set_threads
@@ -237,7 +242,7 @@ def test_the_references_run_on_the_projects_threads_and_archives(monkeypatch):
 
 def _torch_python_for_tests():
     """$MNIST_TF_TORCH_PYTHON, else ../torch-venv beside the repository, where it imports torch."""
-    python = os.environ.get(compare.TORCH_PYTHON_ENV) or str(REPO.parent / "torch-venv" / "bin" / "python")
+    python = os.environ.get(references.TORCH_PYTHON_ENV) or str(REPO.parent / "torch-venv" / "bin" / "python")
     if not Path(python).exists():
         return None
     done = subprocess.run([python, "-c", "import torch, numpy"], capture_output=True, check=False)
@@ -245,8 +250,8 @@ def _torch_python_for_tests():
 
 
 def _programs():
-    programs = compare.bench_dir()
-    if not (programs / compare.KERAS_PROGRAM).is_file() or not archives_present():
+    programs = references.bench_dir()
+    if not (programs / references.KERAS_PROGRAM).is_file() or not archives_present():
         pytest.skip(f"needs the reference programs in {programs} and the MNIST archives in {ARCHIVES}")
     return programs
 
@@ -254,12 +259,12 @@ def _programs():
 @pytest.mark.slow
 def test_keras_reference_runs_and_is_read_for_real(tmp_path):
     # A target it passes in its first epoch: one epoch (about 20 s on 2 busy cores), its smallest run.
-    run = compare.keras_reference(_programs(), Source(manual_dir=ARCHIVES), threads=2, target=0.5)
+    run = references.keras_reference(_programs(), Source(manual_dir=ARCHIVES), threads=2, target=0.5)
     assert "error" not in run, run
     assert run["epochs"] == 1 and run["reached"] and 0.5 <= run["test_accuracy"] <= 1
     assert run["seconds_to_target"] > 0
     assert run["curve"][0]["seconds"] == pytest.approx(run["seconds_to_target"], abs=0.05)
-    missing = compare.keras_reference(_programs(), Source(manual_dir=tmp_path), threads=2, target=0.5)
+    missing = references.keras_reference(_programs(), Source(manual_dir=tmp_path), threads=2, target=0.5)
     assert missing["error"].startswith("exit status 1:") and "No such file" in missing["error"]  # it read MNIST_GZ_DIR
 
 
@@ -267,31 +272,31 @@ def test_keras_reference_runs_and_is_read_for_real(tmp_path):
 def test_torch_reference_runs_and_is_read_for_real():
     python = _torch_python_for_tests()
     if python is None:
-        pytest.skip(f"no Python with torch: set {compare.TORCH_PYTHON_ENV} or create ../torch-venv")
-    run = compare.torch_reference(python, _programs(), Source(manual_dir=ARCHIVES), threads=2, seed=3, steps=8)
+        pytest.skip(f"no Python with torch: set {references.TORCH_PYTHON_ENV} or create ../torch-venv")
+    run = references.torch_reference(python, _programs(), Source(manual_dir=ARCHIVES), threads=2, seed=3, steps=8)
     assert "error" not in run, run
     assert (run["seed"], run["steps"], run["images"], run["threads"], run["batch_size"]) == (3, 8, 512, 2, 64)
     assert run["images_per_second"] > 0 and run["images_per_second_with_warmup"] > 0
 
 
 def test_the_torch_reference_is_unavailable_with_the_reason_without_a_python_that_has_torch(tmp_path, monkeypatch):
-    monkeypatch.setenv(compare.TORCH_PYTHON_ENV, str(tmp_path / "no-python"))
-    found = compare.torch_python()
-    assert found["python"] is None and f"{compare.TORCH_PYTHON_ENV}={tmp_path / 'no-python'}" in found["why"]
+    monkeypatch.setenv(references.TORCH_PYTHON_ENV, str(tmp_path / "no-python"))
+    found = references.torch_python()
+    assert found["python"] is None and f"{references.TORCH_PYTHON_ENV}={tmp_path / 'no-python'}" in found["why"]
     without_torch = tmp_path / "python"
     without_torch.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
     without_torch.chmod(0o755)
-    monkeypatch.setenv(compare.TORCH_PYTHON_ENV, str(without_torch))
-    assert compare.torch_python() == {
+    monkeypatch.setenv(references.TORCH_PYTHON_ENV, str(without_torch))
+    assert references.torch_python() == {
         "python": None,
-        "why": f"${compare.TORCH_PYTHON_ENV}={without_torch} cannot import torch and numpy "
+        "why": f"${references.TORCH_PYTHON_ENV}={without_torch} cannot import torch and numpy "
         "(ModuleNotFoundError: No module named 'torch')",
     }
-    monkeypatch.delenv(compare.TORCH_PYTHON_ENV)  # Then this Python, where it has torch.
-    found = compare.torch_python()
+    monkeypatch.delenv(references.TORCH_PYTHON_ENV)  # Then this Python, where it has torch.
+    found = references.torch_python()
     if importlib.util.find_spec("torch") is None:
         assert found["python"] is None and found["why"].startswith(f"this project's Python ({sys.executable})")
-        assert f"set ${compare.TORCH_PYTHON_ENV}" in found["why"]
+        assert f"set ${references.TORCH_PYTHON_ENV}" in found["why"]
     else:
         assert found["python"] == sys.executable
 
@@ -300,7 +305,7 @@ def test_without_torch_the_seed_comparison_measures_the_project_and_gives_no_ver
     settings = benchmark.Settings(seeds=(1, 2))
     torch = {"python": None, "why": "no torch here"}
     messages = []
-    steps = list(compare.seed_comparison(settings, None, 1, compare.bench_dir(), torch, messages.append, steps=4))
+    steps = list(compare.seed_comparison(settings, None, 1, references.bench_dir(), torch, messages.append, steps=4))
     last = steps[-1]
     assert last["reference"]["runs"] == [] and last["reference"]["why"] == "no torch here"
     assert [r["seed"] for r in last["project"]["runs"]] == [1, 2]  # one measurement per seed, as with torch
@@ -356,9 +361,9 @@ def test_the_seed_target_is_the_median_rate_over_the_torch_median():
 def test_compare_runs_each_reference_once_per_seed_beside_the_project_and_records_it(tmp_path, monkeypatch):
     from mnist_tf import precision
 
-    for name in (compare.KERAS_PROGRAM, compare.TORCH_PROGRAM):
+    for name in (references.KERAS_PROGRAM, references.TORCH_PROGRAM):
         (tmp_path / name).write_text("")
-    monkeypatch.setenv(compare.BENCH_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(references.BENCH_DIR_ENV, str(tmp_path))
     calls = []
 
     def keras_reference(programs, source, threads, target=0.99):

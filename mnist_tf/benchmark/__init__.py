@@ -111,7 +111,9 @@ def measure(
     from mnist_tf.train import set_threads
 
     if "compare" in parts and not set(compare.PRESETS) & set(settings.presets):
-        raise UserError(f"--part compare compares the {' and '.join(compare.PRESETS)} presets: choose one with --preset")
+        raise UserError(
+            f"--part compare compares the {' and '.join(compare.PRESETS)} presets: choose one with --preset"
+        )
     threads = set_threads(settings.threads)
     result: dict[str, Any] = {"machine": machine(), "threads": threads, "settings": dataclasses.asdict(settings)}
     if "peak" in parts or "throughput" in parts:

@@ -104,10 +104,12 @@ def compare_table(compare: dict[str, Any]) -> list[str]:
     from mnist_tf.benchmark.compare import FAST_MAX_TIME_RATIO, FAST_MIN_ACCURACY, SEED_MIN_SPEEDUP, max_other_cpu
 
     out = [
-        f"\nBeside the reference programs in {compare['bench_dir']}, same sitting, {compare['threads']} threads "
-        "each side; medians of the runs in brackets (the ratios carry across machines, seconds and images/s do not). "
-        "Other CPU: the most that other processes used during any run of the row, in percent of one core; "
-        "a row holds only where it is near 0.",
+        (
+            f"\nBeside the reference programs in {compare['bench_dir']}, same sitting, {compare['threads']} threads "
+            "each side; medians of the runs in brackets (the ratios carry across machines, seconds and images/s do "
+            "not). Other CPU: the most that other processes used during any run of the row, in percent of one core; "
+            "a row holds only where it is near 0."
+        ),
         "\n| comparison | reference | mnist-tf | ratio | target | met? | other CPU |",
         "| --- | --- | --- | ---: | --- | --- | ---: |",
     ]
@@ -125,7 +127,7 @@ def compare_table(compare: dict[str, Any]) -> list[str]:
         ) + f"({_runs(project['runs'], _fast_run)})"
         ratio = "" if not verdict or verdict["time_ratio"] is None else f"{verdict['time_ratio']:.3f}x"
         out.append(
-            f"| `fast` vs the Keras \"simple MNIST convnet\", fit time | {ref_cell} | {project_cell} | {ratio} "
+            f'| `fast` vs the Keras "simple MNIST convnet", fit time | {ref_cell} | {project_cell} | {ratio} '
             f"| <= {FAST_MAX_TIME_RATIO}x the time at >= {FAST_MIN_ACCURACY:.1%} | {_met(verdict)} "
             f"| {_pct(max_other_cpu(compare['fast']))} |"
         )

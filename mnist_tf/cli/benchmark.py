@@ -18,7 +18,7 @@ from mnist_tf.cli.common import data_options, main, note, user_errors
     "parts",
     multiple=True,
     type=click.Choice(names.BENCHMARK_PARTS),
-    help="What to measure; repeat for several [all five].",
+    help="What to measure; repeat for several [all of them].",
 )
 @click.option(
     "--preset",
@@ -62,11 +62,12 @@ def benchmark_command(
     data_dir: Path | None,
     manual_dir: Path | None,
 ) -> None:
-    """Measure training speed, time to accuracy, inference speed, serving under load and memory.
+    """Measure training speed, time to accuracy, inference speed, serving under load, memory, and the
+    presets beside reference programs (compare).
 
     Prints tables and writes OUT/benchmark.json, OUT/benchmark.md and
-    OUT/time_to_accuracy.png. Run it on an otherwise idle machine: all four
-    parts with three seeds take about 40 minutes on 2 CPU cores.
+    OUT/time_to_accuracy.png. Run it on an otherwise idle machine: with three
+    seeds, the parts together take most of an hour on 2 CPU cores.
     """
     from mnist_tf import benchmark, runinfo
 
