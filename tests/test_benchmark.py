@@ -54,7 +54,7 @@ def test_other_cpu_is_the_machines_busy_time_less_this_process_and_its_children(
 
     # Two readings: CPU seconds the machine was busy, this process's and its children's, wall seconds.
     busy, own, wall = (100.0, 103.5), (10.0, 12.0), (50.0, 52.0)
-    monkeypatch.setattr("mnist_tf.serve.load.busy_seconds", iter(busy).__next__)
+    monkeypatch.setattr(measurements, "busy_seconds", iter(busy).__next__)
     monkeypatch.setattr(measurements.OtherCpuMeter, "_own_seconds", staticmethod(iter(own).__next__))
     monkeypatch.setattr(measurements, "time", types.SimpleNamespace(perf_counter=iter(wall).__next__))
     assert measurements.OtherCpuMeter().stop() == 75.0  # 3.5 s busy, 2 of them ours, in 2 s: 75% of a core

@@ -62,6 +62,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time since boot, all cores, in clock ticks, from /proc/stat (Linux; elsewhere None):
+    user, nice, system, idle, iowait, irq, softirq, steal."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (all cores, all processes) since boot."""
+    fields = cpu_times()
+    if fields is None:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 class StealMeter:
     """Share of CPU time the hypervisor gave to other machines ("steal") meanwhile.
 
@@ -72,11 +90,8 @@ class StealMeter:
 
     @staticmethod
     def _read() -> tuple[int, int] | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        except (OSError, ValueError):
-            return None
-        return fields[7], sum(fields)
+        fields = cpu_times()
+        return None if fields is None else (fields[7], sum(fields))
 
     def __init__(self) -> None:
         self.start = self._read()
@@ -104,13 +119,10 @@ class OtherCpuMeter:
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
     def __init__(self) -> None:
-        from mnist_tf.serve.load import busy_seconds
-
-        self._busy = busy_seconds
         self.start = (busy_seconds(), self._own_seconds(), time.perf_counter())
 
     def stop(self) -> float | None:
-        busy, own, now = self._busy(), self._own_seconds(), time.perf_counter()
+        busy, own, now = busy_seconds(), self._own_seconds(), time.perf_counter()
         if busy is None or self.start[0] is None or now <= self.start[2]:
             return None
         others = (busy - self.start[0]) - (own - self.start[1])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -111,16 +110,6 @@ def direct_calls(version_dir: Path, png: bytes, seconds: float) -> dict[str, Any
     return {"calls": len(latencies), **latency_summary(latencies, time.perf_counter() - start)}
 
 
-def busy_seconds() -> float | None:
-    """CPU seconds the whole machine has spent busy (all cores, all processes) since boot, from /proc/stat."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, _steal = fields
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def _percent(end: float | None, start: float | None, seconds: float) -> float | None:
     """CPU time between two readings as a percentage of one core over `seconds`."""
     return None if end is None or start is None else round(100 * (end - start) / seconds, 1)
@@ -135,7 +124,7 @@ def benchmark(
     server_options: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Serves `version_dir` in a child process, loads it at each level of clients, then calls it directly."""
-    from mnist_tf.benchmark import StealMeter
+    from mnist_tf.benchmark.measurements import StealMeter, busy_seconds
     from mnist_tf.serve.process import ServerProcess
 
     body = json.dumps(request_body(png)).encode()
