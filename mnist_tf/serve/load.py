@@ -35,6 +35,9 @@ def latency_summary(latencies: Sequence[float], seconds: float) -> dict[str, flo
     }
 
 
+_HEADERS = {"Content-Type": "application/json"}
+
+
 async def _client(session: Any, url: str, body: bytes, deadline: float, latencies: list, failures: list) -> None:
     """One client: one request at a time on its own connection until `deadline`."""
     import aiohttp
@@ -52,9 +55,6 @@ async def _client(session: Any, url: str, body: bytes, deadline: float, latencie
             latencies.append(time.perf_counter() - start)
         else:
             failures.append(reason)
-
-
-_HEADERS = {"Content-Type": "application/json"}
 
 
 async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
