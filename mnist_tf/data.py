@@ -175,18 +175,33 @@ def augmenter(seed: int) -> keras.Sequential:
     )
 
 
-def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Sets how a multi-worker strategy splits `ds` between workers: by element (DATA).
+# Batches prefetched ahead of the training step. Fixed, because tf.data's autotuning is off (`finish`).
+PREFETCH_BATCHES = 2
 
-    The splits are served from memory (`in_memory`), so there are no files for
-    FILE sharding to hand out (AUTO would try, warn, and fall back to DATA).
-    With DATA every worker holds the whole, small, split in the same seeded
-    order and keeps its own share of each global batch. Other strategies
-    ignore the option.
+
+def augment_calls(cfg: Config) -> int:
+    """Batches augmented side by side: half the cores, at least one; one for a `deterministic` run,
+    so the seeded random stream is drawn in a fixed order."""
+    return 1 if cfg.deterministic else max(1, (os.cpu_count() or 1) // 2)
+
+
+def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Prefetches `PREFETCH_BATCHES` and sets the options every pipeline here runs with.
+
+    - tf.data's autotuning is off. With it on, the first batch of some epochs
+      waited seconds with the CPU idle, one epoch in two or three, which made whole
+      epochs up to twice as slow at random (docs/performance.md#steady-epochs).
+      Parallelism is set by hand instead (`augment_calls`, `PREFETCH_BATCHES`).
+    - A multi-worker strategy splits the data by element (DATA): the splits are
+      served from memory (`in_memory`), so there are no files for FILE sharding
+      to hand out (AUTO would try, warn, and fall back to DATA). Every worker
+      holds the whole, small, split in the same seeded order and keeps its own
+      share of each global batch. Other strategies ignore the option.
     """
     options = tf.data.Options()
+    options.autotune.enabled = False
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options)
+    return ds.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
@@ -205,14 +220,13 @@ def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
             moved = layers(tf.cast(images, tf.float32), training=True)
             return tf.cast(tf.clip_by_value(tf.round(moved), 0, 255), tf.uint8), labels
 
-        # One call at a time keeps the seeded random stream in a fixed order.
-        ds = ds.map(augment, num_parallel_calls=None if cfg.deterministic else tf.data.AUTOTUNE)
-    return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
+        ds = ds.map(augment, num_parallel_calls=augment_calls(cfg))
+    return finish(ds)
 
 
 def eval_pipeline(ds: tf.data.Dataset, batch_size: int = EVAL_BATCH_SIZE) -> tf.data.Dataset:
     """Batches and prefetches, in a fixed order."""
-    return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return finish(ds.batch(batch_size))
 
 
 def in_memory(ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -14,8 +14,8 @@ TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def test_split_names_hold_out_the_end_of_train():
-    assert data.split_names(config.FAST) == ("train[:55000]", "train[55000:]")
-    assert data.split_names(config.FAST.replace(train_examples=100)) == ("train[:100]", "train[55000:]")
+    assert data.split_names(config.SEED) == ("train[:55000]", "train[55000:]")
+    assert data.split_names(config.SEED.replace(train_examples=100)) == ("train[:100]", "train[55000:]")
     assert data.split_names(config.DEFAULT) == ("train[:60000]", "train[60000:]")  # all 60,000, none held out
 
 
@@ -153,7 +153,7 @@ def test_truncated_archive_fails_the_checksum_with_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_real_splits_have_the_documented_sizes(real_source):
-    ds = data.make_datasets(config.FAST, real_source)
+    ds = data.make_datasets(config.SEED, real_source)
     assert (ds.train_examples, ds.validation_examples) == (55000, 5000)
     everything = data.make_datasets(config.DEFAULT, real_source)  # the default holds nothing out
     assert (everything.train_examples, everything.validation_examples) == (60000, 0) and everything.validation is None

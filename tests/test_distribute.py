@@ -112,7 +112,7 @@ def test_unknown_jit_or_strategy_is_a_usage_error(tmp_path):
         assert result.exit_code == 2 and args[1] in result.output, result.output
 
 
-def test_pipelines_shard_by_data(mock_mnist):
+def test_pipelines_shard_by_data_without_autotuning(mock_mnist):
     import tensorflow as tf
 
     from mnist_tf import config, data
@@ -120,6 +120,7 @@ def test_pipelines_shard_by_data(mock_mnist):
     datasets = data.make_datasets(config.FAST.replace(validation_examples=8), mock_mnist)
     for ds in (datasets.train, datasets.validation, datasets.test):
         assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+        assert ds.options().autotune.enabled is False
 
 
 def test_default_strategy_run_records_one_replica(tmp_path, mock_mnist):
