@@ -11,6 +11,8 @@ preset is the classic MNIST convnet, kept as a baseline:
 
 The `default` preset has two blocks per stage and two stages,
 Conv32-Conv32, pool, Conv64-Conv64, pool (7*7*64 = 3,136 features), Dense(256).
+The `fast` preset's first convolution has stride 2 (28x28 -> 14x14), then
+Conv32, pool, Conv64, pool (3*3*64 = 576 features), Dense(128).
 
 The logits carry no BatchNorm or ReLU: a ReLU would clip every negative
 score to zero and BatchNorm would renormalise the scores the loss compares.
@@ -65,14 +67,27 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
 
 def conv_bn_relu(
-    x, filters: int, *, kernel_size: int = 3, bn_momentum: float = 0.9, name: str | None = None, dtype=None
+    x,
+    filters: int,
+    *,
+    kernel_size: int = 3,
+    strides: int = 1,
+    bn_momentum: float = 0.9,
+    name: str | None = None,
+    dtype=None,
 ):
     """3x3 'same' convolution, BatchNorm, ReLU.
 
     The convolution has no bias: BatchNorm's learned offset replaces it.
     """
     x = layers.Conv2D(
-        filters, kernel_size, padding="same", use_bias=False, dtype=dtype, name=f"{name}_conv" if name else None
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        dtype=dtype,
+        name=f"{name}_conv" if name else None,
     )(x)
     x = FusedBatchNormalization(momentum=bn_momentum, dtype=dtype, name=f"{name}_bn" if name else None)(x)
     return layers.ReLU(dtype=dtype, name=f"{name}_relu" if name else None)(x)
@@ -102,7 +117,10 @@ def build_model(cfg: Config) -> keras.Model:
     x = layers.Rescaling(1.0 / 255, dtype=dtype, name="rescale")(inputs)
     for s, stage in enumerate(cfg.stages, start=1):
         for b, filters in enumerate(stage, start=1):
-            x = conv_bn_relu(x, filters, bn_momentum=cfg.bn_momentum, dtype=dtype, name=f"stage{s}_block{b}")
+            strides = cfg.first_stride if (s, b) == (1, 1) else 1
+            x = conv_bn_relu(
+                x, filters, strides=strides, bn_momentum=cfg.bn_momentum, dtype=dtype, name=f"stage{s}_block{b}"
+            )
         x = pool(x, dtype=dtype, name=f"stage{s}_pool")
     x = layers.Flatten(dtype=dtype, name="flatten")(x)
     for d, units in enumerate(cfg.dense_units, start=1):

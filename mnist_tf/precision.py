@@ -64,7 +64,8 @@ def cache_key(cfg: Config, gpu: bool) -> str:
     import tensorflow as tf
 
     device = "GPU " + ",".join(d.name for d in tf.config.list_physical_devices("GPU")) if gpu else cpu_name()
-    network = f"stages={list(map(list, cfg.stages))} dense={list(cfg.dense_units)} batch={cfg.batch_size}"
+    stride = f" first_stride={cfg.first_stride}" if cfg.first_stride != 1 else ""  # absent at 1: older keys still match
+    network = f"stages={list(map(list, cfg.stages))}{stride} dense={list(cfg.dense_units)} batch={cfg.batch_size}"
     return f"{device} | tensorflow {tf.__version__} | {network}"
 
 

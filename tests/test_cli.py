@@ -180,7 +180,10 @@ def test_train_sets_any_config_field_with_set(tmp_path, mock_mnist):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--set", "colour=red"], ["--set colour=red", "no config field 'colour'", "stages, dense_units"]),
+        (
+            ["--set", "colour=red"],
+            ["--set colour=red", "no config field 'colour'", "stages, first_stride, dense_units"],
+        ),
         (["--set", "stages=[32]"], ["--set stages=[32]", "stages takes a JSON list of lists of whole numbers"]),
         (["--set", "epochs=two"], ["--set epochs=two", "epochs takes a whole number"]),
         (["--set", "dropout=1"], ["--set dropout=1", "dropout must be in [0, 1)"]),

@@ -34,6 +34,8 @@ def test_unknown_preset_names_the_known_ones():
         ({"optimizer": "rmsprop"}, "optimizer"),
         ({"stages": ()}, "stage"),
         ({"stages": ((32,),) * 5}, "at most 4"),
+        ({"first_stride": 3}, "first stride must be 1 or 2"),
+        ({"first_stride": 2, "stages": ((32,),) * 4}, "at most 3 pooling stages"),
         ({"train_examples": 60001}, "train examples"),
         ({"bn_momentum": 1.0}, "momentum"),
     ],
@@ -81,6 +83,7 @@ OTHER = {
     "seed": (0,),
     "bn_momentum": (0.5,),
     "weight_decay": (1e-4,),
+    "first_stride": (1, 2),
 }
 
 
@@ -108,7 +111,7 @@ def test_settings_parse_by_the_fields_type(setting, value):
 @pytest.mark.parametrize(
     "setting, words",
     [
-        ("colour=red", ["--set colour=red", "no config field 'colour'", "stages, dense_units"]),
+        ("colour=red", ["--set colour=red", "no config field 'colour'", "stages, first_stride, dense_units"]),
         ("epochs", ["--set epochs", "FIELD=VALUE"]),
         ("epochs=1.5", ["--set epochs=1.5", "epochs takes a whole number"]),
         ("epochs=none", ["epochs takes a whole number"]),
@@ -154,7 +157,7 @@ def test_options_and_settings_meet_in_one_config():
 def test_a_hand_edited_config_file_with_a_wrong_type_is_refused(tmp_path):
     path = tmp_path / "config.json"
     config.FAST.save(path)
-    path.write_text(path.read_text().replace('"epochs": 3', '"epochs": "3"'))
+    path.write_text(path.read_text().replace(f'"epochs": {config.FAST.epochs}', '"epochs": "3"'))
     with pytest.raises(UserError, match=r"epochs takes a whole number, got '3'"):
         config.Config.load(path)
 

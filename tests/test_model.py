@@ -22,10 +22,10 @@ from mnist_tf.model import build_model
             + (3_136 * 256 + 4 * 256)
             + (256 * 10 + 10),
         ),
-        # fast: three stages 1->16, 16->32, 32->64, pools leave 3*3*64 = 576 features for Dense(128).
+        # fast: 1->32 (stride 2), 32->32, pool, 32->64, pool: 3*3*64 = 576 features for Dense(128).
         (
             config.FAST,
-            (9 * 16 + 64) + (9 * 16 * 32 + 128) + (9 * 32 * 64 + 256) + (576 * 128 + 512) + (128 * 10 + 10),
+            (9 * 32 + 128) + (9 * 32 * 32 + 128) + (9 * 32 * 64 + 256) + (576 * 128 + 512) + (128 * 10 + 10),
         ),
     ],
     ids=["seed", "default", "fast"],
@@ -41,6 +41,16 @@ def test_shapes_add_up_through_every_stage():
     # The seed sketch flattened 64*7*7 here; one 2x2 pool of 28x28 maps leaves 14x14.
     assert model.get_layer("flatten").output.shape == (None, 14 * 14 * 64)
     assert model.output.shape == (None, 10)
+
+
+def test_a_first_stride_of_2_halves_the_input_at_once():
+    model = build_model(config.FAST)
+    assert model.get_layer("stage1_block1_relu").output.shape == (None, 14, 14, 32)
+    assert model.get_layer("stage2_pool").output.shape == (None, 3, 3, 64)
+    assert build_model(config.FAST.replace(first_stride=1)).get_layer("stage1_block1_relu").output.shape[1:3] == (
+        28,
+        28,
+    )
 
 
 def test_width_and_depth_are_configurable():
