@@ -331,8 +331,9 @@ FAST = Config(
 # AdamW (weight decay 0.05) with a one-cycle schedule over 24 epochs, `auto`
 # precision, trained on all 60,000 training images (no validation split: the
 # model is the last epoch, chosen by nothing; `--validation-examples 5000`
-# brings a held-out monitor back). Command: `mnist-tf train`: 99.65% test
-# accuracy (median of 3 seeds) and 98.7-99.3% on every person-made set
+# brings a held-out monitor back). Command: `mnist-tf train`: 99.62-99.65% test
+# accuracy (medians of two 3-seed runs), about 10 min of fit on 2 cores, and
+# 98.7-99.3% on every person-made set
 # (docs/performance.md, which also lists what was tried and dropped, and
 # docs/person-made.md).
 DEFAULT = Config(
