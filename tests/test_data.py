@@ -63,6 +63,47 @@ def test_augmentation_moves_pixels_but_keeps_dtype_labels_and_ink(mock_mnist):
     assert np.all(ink > 0.5) and np.all(ink < (12 * 12 / 64) * 1.1**2 + 0.1)
 
 
+def _square_batch(n: int) -> np.ndarray:
+    square = np.zeros((n, 28, 28, 1), np.float32)
+    square[:, 10:18, 10:18] = 255.0  # an 8x8 square centred on the image's centre (13.5, 13.5)
+    return square
+
+
+def _ink_centres(images: np.ndarray) -> np.ndarray:
+    """Each image's centre of ink as (row, column)."""
+    ink = images[..., 0]
+    rows, cols = np.indices(ink.shape[1:])
+    total = ink.sum(axis=(1, 2))
+    return np.stack([(ink * rows).sum(axis=(1, 2)) / total, (ink * cols).sum(axis=(1, 2)) / total], axis=1)
+
+
+def test_random_affine_with_no_range_returns_every_image_unchanged():
+    square = _square_batch(4)
+    layer = data.RandomAffine(degrees=0, zoom=0, shift=0, seed=1)
+    np.testing.assert_array_equal(layer(tf.constant(square), training=True).numpy(), square)
+
+
+def test_random_affine_shifts_rotates_and_zooms_within_its_ranges():
+    square = _square_batch(500)
+    shifted = data.RandomAffine(degrees=0, zoom=0, shift=0.1, seed=1)(tf.constant(square)).numpy()
+    moves = _ink_centres(shifted) - 13.5
+    assert np.all(np.abs(moves) <= 2.8 + 1e-3)  # 10% of 28 pixels, either way, on each axis
+    assert moves.min(axis=0).max() < -2.0 and moves.max(axis=0).min() > 2.0  # both ways, on both axes
+    np.testing.assert_allclose(shifted.sum(axis=(1, 2, 3)), square[0].sum(), rtol=1e-4)  # moved, not lost
+
+    rotated = data.RandomAffine(degrees=10, zoom=0, shift=0, seed=1)(tf.constant(square)).numpy()
+    np.testing.assert_allclose(_ink_centres(rotated), 13.5, atol=0.05)  # turned about the centre
+    np.testing.assert_allclose(rotated.sum(axis=(1, 2, 3)), square[0].sum(), rtol=0.03)
+    corners = rotated[:, 10, 10, 0] / 255  # a corner pixel loses ink as the square turns
+    assert corners.min() < 0.5 and corners.max() > 0.95
+
+    zoomed = data.RandomAffine(degrees=0, zoom=0.1, shift=0, seed=1)(tf.constant(square)).numpy()
+    area = zoomed.sum(axis=(1, 2, 3)) / square[0].sum()  # reading 1 +- 10% wider an area scales ink by 1/z^2
+    assert np.all(area >= 1 / 1.1**2 - 0.01) and np.all(area <= 1 / 0.9**2 + 0.01)
+    assert area.min() < 0.9 and area.max() > 1.1
+    np.testing.assert_array_equal(data.RandomAffine(seed=1)(tf.constant(square), training=False).numpy(), square)
+
+
 def test_stroke_width_redraws_each_image_with_one_pen_in_the_designed_shares():
     square = np.zeros((2000, 28, 28, 1), np.float32)
     square[:, 10:18, 10:18] = 255.0  # an 8x8 square: its ink area names the pen
