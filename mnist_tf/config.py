@@ -60,6 +60,7 @@ class Config:
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0  # Share of each target spread evenly over the 10 classes.
     schedule: str = "cosine"
     batch_size: int = 128
     epochs: int = 6
@@ -192,6 +193,11 @@ def _validate(cfg: Config) -> None:
     )
     check(all(u >= 1 for u in cfg.dense_units), "dense_units", f"dense units must be positive, got {cfg.dense_units}")
     check(0.0 <= cfg.dropout < 1.0, "dropout", f"dropout must be in [0, 1), got {cfg.dropout}")
+    check(
+        0.0 <= cfg.label_smoothing < 1.0,
+        "label_smoothing",
+        f"label smoothing must be in [0, 1), got {cfg.label_smoothing}",
+    )
     check(0.0 < cfg.bn_momentum < 1.0, "bn_momentum", f"BatchNorm momentum must be in (0, 1), got {cfg.bn_momentum}")
     for field, choices in CHOICES.items():
         value = getattr(cfg, field)

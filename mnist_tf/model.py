@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from mnist_tf.config import Config
+from mnist_tf.losses import SmoothedSparseCrossentropy, plain_loss
 from mnist_tf.names import IMAGE_SHAPE, INPUT_NAME, LOGITS, NUM_CLASSES
 
 # Keras mixed-precision policies by Config.mixed_precision: layers compute in
@@ -133,13 +134,19 @@ def build_model(cfg: Config) -> keras.Model:
 
 def _copy(model: keras.Model, **overrides) -> keras.Model:
     """The same network and weights, every layer rebuilt from its config with `overrides`; fused
-    BatchNorm layers become Keras' own (they compute the same thing at inference)."""
+    BatchNorm layers become Keras' own (they compute the same thing at inference). A compiled
+    model's copy is compiled alike, with Keras' own loss."""
 
     def clone(layer):
         cls = layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else layer.__class__
         return cls.from_config({**layer.get_config(), **overrides})
 
     copy = keras.models.clone_model(model, clone_function=clone)
+    if copy.compiled and isinstance(copy.loss, SmoothedSparseCrossentropy):
+        # Label smoothing is a way of training, like the fused BatchNorm: the copy carries
+        # Keras' own cross-entropy, so its file needs no mnist_tf class to open.
+        compiled = copy.get_compile_config()
+        copy.compile_from_config({**compiled, "loss": keras.saving.serialize_keras_object(plain_loss())})
     copy.set_weights(model.get_weights())
     return copy
 

@@ -39,6 +39,7 @@ from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import disk_errors, remove_temporaries, write_json
+from mnist_tf.losses import make_loss
 from mnist_tf.model import build_model
 from mnist_tf.models import load_proba_fn
 from mnist_tf.optimizer import make_optimizer
@@ -86,7 +87,7 @@ def resolve_jit(cfg: Config, replicas: int = 1) -> bool:
 def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, replicas: int = 1) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=make_loss(cfg),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=resolve_jit(cfg, replicas),
         steps_per_execution=cfg.steps_per_execution,

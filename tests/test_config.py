@@ -83,6 +83,7 @@ OTHER = {
     "seed": (0,),
     "bn_momentum": (0.5,),
     "weight_decay": (1e-4,),
+    "label_smoothing": (0.05,),
     "first_stride": (1, 2),
 }
 
@@ -96,6 +97,7 @@ OTHER = {
         ("dense_units=[]", ()),
         ("learning_rate=3e-3", 0.003),
         ("learning_rate=1", 1.0),
+        ("label_smoothing=0.1", 0.1),
         ("augment=false", False),
         ("augment=ON", True),
         ("jit=null", None),
@@ -126,6 +128,7 @@ def test_settings_parse_by_the_fields_type(setting, value):
         ("train_examples=lots", ["train_examples takes a whole number, or none"]),
         # Parsed, then refused by the config's own validation, naming the --set.
         ("dropout=1.5", ["--set dropout=1.5", "dropout must be in [0, 1)"]),
+        ("label_smoothing=1", ["--set label_smoothing=1", "label smoothing must be in [0, 1)"]),
         ("optimizer=rmsprop", ["--set optimizer=rmsprop", "choose one of sgd, adam, adamw"]),
         ("stages=[[8]]*5", ["stages takes a JSON list"]),
         ("stages=[[8],[8],[8],[8],[8]]", ["--set stages=", "at most 4 pooling stages"]),

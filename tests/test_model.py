@@ -184,8 +184,11 @@ def test_the_checkpoint_opens_in_plain_keras_in_a_fresh_interpreter(tmp_path):
     import sys
 
     from mnist_tf.callbacks import LastGoodCheckpoint
+    from mnist_tf.train import compile_model
 
-    model = build_model(config.DEFAULT.replace(mixed_precision="bfloat16"))
+    cfg = config.DEFAULT.replace(mixed_precision="bfloat16")
+    assert cfg.label_smoothing > 0  # trained with mnist_tf's own loss, saved with Keras'
+    model = compile_model(build_model(cfg), cfg, steps_per_epoch=10)
     callback = LastGoodCheckpoint(tmp_path / "model.keras")
     callback.set_model(model)
     callback.on_epoch_end(0, {"loss": 0.5})
@@ -196,6 +199,7 @@ def test_the_checkpoint_opens_in_plain_keras_in_a_fresh_interpreter(tmp_path):
         "import sys, keras, numpy as np\n"
         f"model = keras.models.load_model({str(tmp_path / 'model.keras')!r})\n"
         "assert not any(m.startswith('mnist_tf') for m in sys.modules), 'mnist_tf was imported'\n"
+        "assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy), model.loss\n"
         f"np.save({str(tmp_path / 'logits.npy')!r}, model(np.load({str(tmp_path / 'images.npy')!r}), training=False))\n"
     )
     result = subprocess.run(

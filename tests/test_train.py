@@ -12,6 +12,7 @@ import pytest
 from conftest import real_data_args
 
 from mnist_tf import config
+from mnist_tf.losses import SmoothedSparseCrossentropy, make_loss
 from mnist_tf.optimizer import make_optimizer, make_schedule
 from mnist_tf.resume import latest_state
 from mnist_tf.train import read_history
@@ -30,6 +31,20 @@ def test_schedules_reach_their_peak_and_decay():
 
 
 @pytest.mark.slow
+def test_label_smoothing_is_keras_crossentropy_against_smoothed_one_hot_targets():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 10)).astype("float32") * 4
+    labels = rng.integers(0, 10, size=64)
+    one_hot = np.eye(10, dtype="float32")[labels]
+    for smoothing in (0.0, 0.1, 0.3):
+        ours = float(SmoothedSparseCrossentropy(smoothing)(labels, logits))
+        keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+        assert ours == pytest.approx(float(keras_loss(one_hot, logits)), rel=1e-5)
+    plain = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits))
+    assert float(make_loss(config.DEFAULT.replace(label_smoothing=0.0))(labels, logits)) == pytest.approx(plain)
+    assert float(make_loss(config.DEFAULT.replace(label_smoothing=0.1))(labels, logits)) != pytest.approx(plain)
+
+
 def test_fast_preset_reaches_98_5_percent_on_real_mnist(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.985, metrics["test_accuracy"]
