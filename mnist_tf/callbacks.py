@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from mnist_tf import runlock
 from mnist_tf.io import atomic_path, disk_errors
 from mnist_tf.model import standard_copy
 
@@ -51,3 +52,14 @@ class HistoryLogger(keras.callbacks.CSVLogger):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with disk_errors(Path(self.filename), "the training history"):
             super().on_epoch_end(epoch, logs)
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Stops training after the step in which a Ctrl-C or SIGTERM arrived, if its
+    KeyboardInterrupt was caught and dropped on the way (`runlock.raise_pending`)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        runlock.raise_pending()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        runlock.raise_pending()

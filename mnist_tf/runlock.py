@@ -1,4 +1,4 @@
-"""One training per run dir, and SIGTERM stopping a training as Ctrl-C does.
+"""One training per run dir, and Ctrl-C and SIGTERM stopping a training reliably.
 
 `hold(run_dir)` takes an exclusive `flock` on run_dir/.lock for as long as the
 block runs and writes the holder's PID into it. A second training on the same
@@ -91,20 +91,50 @@ def holder(run_dir: Path) -> str | None:
         os.close(fd)
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+# The interrupt the last SIGINT or SIGTERM raised, until it is known to have surfaced.
+_pending: KeyboardInterrupt | None = None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    global _pending
+    _pending = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise _pending
+
+
+def raise_pending() -> None:
+    """Raises the interrupt a signal raised, again, if it has not stopped the block yet.
+
+    Python raises a signal's exception in whatever the main thread runs at that
+    moment; where that is TensorFlow's or Keras' code that catches and drops
+    errors, a Ctrl-C vanished and training went on. Training calls this after
+    every step (`callbacks.StopOnSignal`), so one Ctrl-C always stops it.
+    """
+    global _pending
+    if _pending is not None:
+        pending, _pending = _pending, None
+        raise pending
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated`, a KeyboardInterrupt: the code that
-    handles Ctrl-C handles it. Does nothing outside the main thread (signals go there only)."""
+def signals_as_interrupts() -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) raises KeyboardInterrupt and SIGTERM raises
+    `Terminated`, a KeyboardInterrupt, so the code that handles Ctrl-C handles both; each
+    is remembered for `raise_pending`. A SIGINT that is ignored (a background job) stays
+    ignored. Does nothing outside the main thread (signals go there only)."""
+    global _pending
+    _pending = None
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     except ValueError:
         yield
         return
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        if previous_int is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous_int)
+        _pending = None

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_tf import data, distribute, evaluate, plots, precision, resume, runinfo, runlock
-from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint
+from mnist_tf.callbacks import HistoryLogger, LastGoodCheckpoint, StopOnSignal
 from mnist_tf.config import Config
 from mnist_tf.errors import UserError
 from mnist_tf.io import disk_errors, remove_temporaries, write_json
@@ -253,6 +253,7 @@ def _callbacks(
     run drops (trim_history) and trains again, never a resumed epoch without its row.
     """
     return [
+        StopOnSignal(),
         keras.callbacks.TerminateOnNaN(),
         HistoryLogger(str(run_dir / "history.csv"), append=True),
         state,  # restores before LastGoodCheckpoint saves the restored model

@@ -252,6 +252,36 @@ def test_a_run_dir_in_use_is_refused_by_train_and_export_and_taken_over_once_its
         assert (run_dir / ".lock").read_text().strip() == str(os.getpid())
 
 
+@pytest.mark.parametrize("signum, kind", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, runlock.Terminated)])
+def test_an_interrupt_dropped_on_the_way_still_stops_training_after_the_step(signum, kind):
+    from mnist_tf.callbacks import StopOnSignal
+
+    stop = StopOnSignal()
+    # Started as a background job, this process may ignore SIGINT: a terminal's Ctrl-C is what is tested.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with runlock.signals_as_interrupts():
+            stop.on_train_batch_end(0)  # nothing pending: training goes on
+            with contextlib.suppress(KeyboardInterrupt):  # code that drops the signal's exception
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # the handler raises within this sleep
+                pytest.fail("the signal raised nothing")
+            with pytest.raises(kind):
+                stop.on_train_batch_end(1)
+            stop.on_epoch_end(0)  # raised once: nothing pending any more
+            with contextlib.suppress(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)
+                time.sleep(5)
+            with pytest.raises(kind):
+                stop.on_epoch_end(1)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with runlock.signals_as_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # an ignored Ctrl-C stays ignored
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("real_source")
 def test_a_full_disk_and_kills_at_each_training_write_leave_a_run_that_resumes_and_finishes(tmp_path):

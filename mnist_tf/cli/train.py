@@ -109,7 +109,7 @@ def train(
     click.echo("config: " + json.dumps(cfg.to_dict()))
     click.echo("threads: " + json.dumps(training.set_threads()))
     try:
-        with runlock.sigterm_as_interrupt():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
+        with runlock.signals_as_interrupts():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
             metrics = training.train_and_evaluate(
                 cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy
             )
