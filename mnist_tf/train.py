@@ -253,13 +253,13 @@ def _callbacks(
     run drops (trim_history) and trains again, never a resumed epoch without its row.
     """
     return [
-        StopOnSignal(),
         keras.callbacks.TerminateOnNaN(),
         HistoryLogger(str(run_dir / "history.csv"), append=True),
         state,  # restores before LastGoodCheckpoint saves the restored model
         LastGoodCheckpoint(run_dir / "model.keras", save_at_start=resuming),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         *extra,
+        StopOnSignal(),  # last: an epoch that ends as a dropped Ctrl-C is found keeps its row and checkpoint
     ]
 
 
