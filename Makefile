@@ -35,10 +35,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-# Lint and formatting, as CI checks them (ruff's settings: pyproject.toml).
+# Lint, formatting and the package's layers, as CI checks them (settings: pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -25,7 +25,7 @@ os.environ.setdefault("MNIST_TF_CACHE_DIR", str(REPO / ".cache" / "mnist-tf"))
 
 
 def archives_present() -> bool:
-    from mnist_tf.data import ARCHIVES as NAMES
+    from mnist_tf.data.sources import ARCHIVES as NAMES
 
     return all((ARCHIVES / name).is_file() for name in NAMES)
 
@@ -38,15 +38,15 @@ def choose_real_source(archives: Path = ARCHIVES, data_dir: Path = TEST_DATA_DIR
     """
     import tensorflow_datasets as tfds
 
-    from mnist_tf import data
+    from mnist_tf.data import sources
 
-    if all((archives / name).is_file() for name in data.ARCHIVES):
-        return data.Source(data_dir=data_dir, manual_dir=archives), None
-    if tfds.builder("mnist", data_dir=data_dir).is_prepared() or data.download_host_reachable():
-        return data.Source(data_dir=data_dir, manual_dir=None), None
+    if all((archives / name).is_file() for name in sources.ARCHIVES):
+        return sources.Source(data_dir=data_dir, manual_dir=archives), None
+    if tfds.builder("mnist", data_dir=data_dir).is_prepared() or sources.download_host_reachable():
+        return sources.Source(data_dir=data_dir, manual_dir=None), None
     return None, (
         f"real MNIST: no archives in {archives} (set MNIST_TF_TEST_ARCHIVES to their folder) "
-        f"and no internet to download them ({data.DOWNLOAD_HOST} is unreachable)"
+        f"and no internet to download them ({sources.DOWNLOAD_HOST} is unreachable)"
     )
 
 
@@ -56,7 +56,7 @@ def real_source():
     source, why_not = choose_real_source()
     if source is None:
         pytest.skip(why_not)
-    from mnist_tf.data import load_split
+    from mnist_tf.data.sources import load_split
 
     load_split("test", source)  # Prepares every split now, so CLI subprocesses find it prepared.
     return source
@@ -75,19 +75,19 @@ def mock_mnist(monkeypatch):
     """
     import tensorflow_datasets as tfds
 
-    from mnist_tf import data
+    from mnist_tf.data import sources
 
     # The offline check would refuse: mock data needs no download.
-    monkeypatch.setattr(data, "download_host_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(sources, "download_host_reachable", lambda timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=48):
-        yield data.Source(data_dir=None, manual_dir=None)
+        yield sources.Source(data_dir=None, manual_dir=None)
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, real_source):
     """The `fast` preset trained on real MNIST (about 1.5 minutes on 2 cores): a finished run dir."""
     from mnist_tf import config
-    from mnist_tf.train import train_and_evaluate
+    from mnist_tf.jobs.train import train_and_evaluate
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     train_and_evaluate(config.FAST, run_dir, real_source)
@@ -98,7 +98,7 @@ def trained_run(tmp_path_factory, real_source):
 def tiny_keras(tmp_path_factory):
     """An untrained `fast` model saved as .keras: real TF for shape and error tests, in a second."""
     from mnist_tf import config
-    from mnist_tf.model import build_model
+    from mnist_tf.modeling.network import build_model
 
     path = tmp_path_factory.mktemp("tiny") / "model.keras"
     build_model(config.preset("fast")).save(path)
@@ -110,6 +110,6 @@ def tiny_saved_model(tiny_keras, tmp_path_factory):
     """`tiny_keras` exported by `saved_model.export_saved_model`: the SavedModel version folder."""
     import numpy as np
 
-    from mnist_tf.saved_model import export_saved_model
+    from mnist_tf.export.saved_model import export_saved_model
 
     return export_saved_model(tiny_keras, tmp_path_factory.mktemp("tiny_export"), np.zeros((1, 28, 28, 1), np.uint8))

@@ -16,7 +16,7 @@ all written to one JSON file and printed as tables (`report.py`):
     peak        the largest matmul rate this machine reaches, float32 and
                 bfloat16: the "peak" the throughput fractions divide by
     serve       `mnist-tf serve` under load on loopback: single-image b64
-                requests from 1, 8 and 32 concurrent clients (mnist_tf/serve/load.py)
+                requests from 1, 8 and 32 concurrent clients (serve_load.py)
     compare     the `fast` and `seed` presets beside the reference programs in
                 ../shared/bench, run as child processes in the same sitting:
                 fit seconds to 99% against the Keras "simple MNIST convnet",
@@ -28,7 +28,8 @@ set explicitly (`--threads`) and reported, and nothing else should run on the
 machine meanwhile.
 
 The parts live in `training.py` (throughput, accuracy), `inference.py`
-(inference, serve) and `compare.py`; `measurements.py` holds the settings
+(inference, serve, with the load client in `serve_load.py`) and `compare.py`
+(with `references.py`); `measurements.py` holds the settings
 and the instruments (peak, FLOPs, CPU steal, memory), `report.py` the tables.
 """
 
@@ -45,8 +46,9 @@ from mnist_tf.benchmark.measurements import Settings, StealMeter, machine, measu
 from mnist_tf.benchmark.report import tables
 from mnist_tf.benchmark.training import accuracy_run, accuracy_summaries, throughput_rows
 from mnist_tf.config import preset
-from mnist_tf.errors import UserError
-from mnist_tf.names import BENCHMARK_PARTS
+from mnist_tf.config.choices import BENCHMARK_PARTS
+from mnist_tf.core.errors import UserError
+from mnist_tf.core.rundir import RunDir
 
 __all__ = ["Settings", "StealMeter", "measure", "run_benchmark", "tables"]
 
@@ -68,9 +70,9 @@ def run_benchmark(
     without it they time a model the accuracy part trained. Refuses an OUT that
     holds an earlier benchmark unless `overwrite`. `settings`: Settings() when not given.
     """
-    from mnist_tf import plots
-    from mnist_tf.io import write_bytes, write_json
-    from mnist_tf.models import resolve_model_path
+    from mnist_tf.core.files import write_bytes, write_json
+    from mnist_tf.evaluation import plots
+    from mnist_tf.inference.loading import resolve_model_path
 
     settings = settings or Settings()
     keras_path = resolve_model_path(model) if model else None
@@ -108,7 +110,7 @@ def measure(
     `save` receives the result so far after every measurement. The inference and
     serve parts time `model` (a `.keras` file), else a model trained by the accuracy part.
     """
-    from mnist_tf.train import set_threads
+    from mnist_tf.training.setup import set_threads
 
     if "compare" in parts and not set(compare.PRESETS) & set(settings.presets):
         raise UserError(
@@ -151,9 +153,9 @@ def _trained_model(
     for name in sorted(accuracy, key=lambda n: n != "default"):
         for run in accuracy[name].get("runs", []):
             if "error" not in run:
-                return Path(run["run_dir"]) / "model.keras"
+                return RunDir(run["run_dir"]).model
     progress("inference: training the fast preset for a model to time")
     run = accuracy_run(preset("fast"), work_dir / "runs" / "fast-inference", source, settings.threads)
     if "error" in run:
         raise RuntimeError(f"training the model to time failed: {run['error']}")
-    return Path(run["run_dir"]) / "model.keras"
+    return RunDir(run["run_dir"]).model

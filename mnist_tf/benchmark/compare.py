@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mnist_tf.benchmark.measurements import OtherCpuMeter, Settings, median
+from mnist_tf.benchmark.measurements import FAST_MAX_TIME_RATIO, SEED_MIN_SPEEDUP, OtherCpuMeter, Settings, median
 from mnist_tf.benchmark.references import (
     BENCH_DIR_ENV,
     FAST_MIN_ACCURACY,
@@ -44,13 +44,12 @@ from mnist_tf.benchmark.references import (
     torch_python,
     torch_reference,
 )
+from mnist_tf.benchmark.report import max_other_cpu
 from mnist_tf.benchmark.training import preset_run, summarise_runs, training_throughput
 
 PRESETS = ("fast", "seed")  # the presets this part compares
 
 # The targets.
-FAST_MAX_TIME_RATIO = 0.15  # the `fast` preset's median fit seconds / the Keras reference's median seconds
-SEED_MIN_SPEEDUP = 1.5  # the `seed` preset's median images/s / the torch reference's median images/s
 
 
 # --- the verdicts --------------------------------------------------------------------
@@ -175,9 +174,9 @@ def seed_comparison(
     """Per seed: a torch reference run of `steps` steps (with `torch`, a `torch_python()`), then the `seed` preset's
     training images/s over as many steps of its batch after a warm-up of as many (`training_throughput`); yields
     the comparison so far after every measurement."""
-    from mnist_tf import precision
     from mnist_tf.config import preset
-    from mnist_tf.train import gpu_available
+    from mnist_tf.training import precision
+    from mnist_tf.training.setup import gpu_available
 
     program = programs / TORCH_PROGRAM
     reference: dict[str, Any] = {"program": str(program), "python": torch["python"], "steps": steps, "runs": []}
@@ -219,7 +218,7 @@ def compare_part(
 ) -> Iterator[dict[str, Any]]:
     """The compare part for the presets of `PRESETS` among `settings.presets`; yields everything so far
     ({"bench_dir", "fast", "seed"}) after every measurement."""
-    programs = bench_dir()
+    programs = bench_dir(settings.bench_dir)
     result: dict[str, Any] = {"bench_dir": str(programs), "threads": threads}
     if "fast" in settings.presets:
         for compared in fast_comparison(settings, source, work_dir, threads, programs, progress):
@@ -246,17 +245,6 @@ def _metered(measure: Callable[..., dict[str, Any]], *args: Any) -> dict[str, An
     meter = OtherCpuMeter()
     run = measure(*args)
     return {**run, "other_cpu_percent": meter.stop()}
-
-
-def max_other_cpu(comparison: dict[str, Any]) -> float | None:
-    """The most CPU other processes used during any run of either side of `comparison`, percent of one core."""
-    values = [
-        r["other_cpu_percent"]
-        for side in ("reference", "project")
-        for r in comparison[side]["runs"]
-        if r.get("other_cpu_percent") is not None
-    ]
-    return max(values) if values else None
 
 
 def _keras_line(run: dict[str, Any]) -> str:

@@ -19,12 +19,12 @@ def inference_speeds(
     its accuracy on (`images`, `labels`) when labels are given."""
     import tensorflow as tf
 
-    from mnist_tf import evaluate
-    from mnist_tf.model import float32_copy
-    from mnist_tf.models import TFLiteRunner, load_keras, load_saved_model
-    from mnist_tf.saved_model import export_saved_model
-    from mnist_tf.tflite import export_tflite
-    from mnist_tf.timing import seconds_per_call, single_image_ms
+    from mnist_tf.evaluation import metrics
+    from mnist_tf.export.saved_model import export_saved_model
+    from mnist_tf.export.tflite import export_tflite
+    from mnist_tf.inference.loading import TFLiteRunner, load_keras, load_saved_model
+    from mnist_tf.inference.timing import seconds_per_call, single_image_ms
+    from mnist_tf.modeling.network import float32_copy
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
     probabilities = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # as the exports return
@@ -42,7 +42,9 @@ def inference_speeds(
         latency_ms = single_image_ms(fn, images[: settings.latency_images], settings.repeats)
         batch = seconds_per_call(fn, big, settings.repeats)
         size = tflite[name.split()[-1]].stat().st_size if name.startswith("tflite") else None
-        accuracy = None if labels is None else round(evaluate.evaluate(fn, images, labels, batch_size=256).accuracy, 5)
+        accuracy = (
+            None if labels is None else round(metrics.evaluate_proba_fn(fn, images, labels, batch_size=256).accuracy, 5)
+        )
         rows.append(
             {
                 "format": name,
@@ -60,9 +62,9 @@ def inference_part(
 ) -> dict[str, Any]:
     """The inference part: `keras_path` exported to every format under WORK_DIR (then removed), each timed
     (`inference_speeds`) and scored on the test split."""
-    from mnist_tf import data
+    from mnist_tf.data import pipeline
 
-    images, labels = data.arrays("test", source)
+    images, labels = pipeline.arrays("test", source)
     progress(f"inference: exporting and timing {keras_path}")
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         return {"model": str(keras_path), "rows": inference_speeds(keras_path, Path(tmp), images, settings, labels)}
@@ -70,12 +72,12 @@ def inference_part(
 
 def serve_part(keras_path: Path, source: Any, work_dir: Path, settings: Settings, progress: Callable) -> dict[str, Any]:
     """The serve part: `keras_path` exported, served, and loaded with a real test digit as PNG."""
-    from mnist_tf import data
-    from mnist_tf.saved_model import encode_png, export_saved_model
-    from mnist_tf.serve import load
+    from mnist_tf.benchmark import serve_load
+    from mnist_tf.data import pipeline
+    from mnist_tf.export.saved_model import encode_png, export_saved_model
 
-    images, _ = data.arrays("test[:3]", source)
+    images, _ = pipeline.arrays("test[:3]", source)
     progress(f"serve: exporting {keras_path} and serving it")
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         version = export_saved_model(keras_path, Path(tmp), images)
-        return load.benchmark(version, encode_png(images[0]), settings.serve_seconds, progress=progress)
+        return serve_load.benchmark(version, encode_png(images[0]), settings.serve_seconds, progress=progress)

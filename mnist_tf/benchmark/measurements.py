@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mnist_tf.config import PRESETS
+from mnist_tf.core.machine import cpu_name
+from mnist_tf.core.machine import cpuinfo as read_cpuinfo
 
 TARGETS = (0.990, 0.995)  # test accuracies whose time to reach the accuracy part reports
+# The compare part's targets.
+FAST_MAX_TIME_RATIO = 0.15  # the `fast` preset's median fit seconds / the Keras reference's median seconds
+SEED_MIN_SPEEDUP = 1.5  # the `seed` preset's median images/s / the torch reference's median images/s
 
 
 def target_key(target: float) -> str:
@@ -34,6 +39,7 @@ class Settings:
     repeats: int = 3
     latency_images: int = 300
     serve_seconds: float = 20.0  # per level of concurrent clients
+    bench_dir: Path | None = None  # the compare part's reference programs (`references.bench_dir`)
 
 
 def median(values: Sequence[float]) -> float:
@@ -44,9 +50,6 @@ def machine() -> dict[str, Any]:
     """The CPU (and the units that decide bfloat16 speed), cores, GPUs and versions."""
     import keras
     import tensorflow as tf
-
-    from mnist_tf.precision import cpu_name
-    from mnist_tf.precision import cpuinfo as read_cpuinfo
 
     cpuinfo = read_cpuinfo()
     flags = set(cpuinfo.get("flags", "").split())

@@ -29,10 +29,14 @@ TORCH_STEPS = 400  # training steps per run, as the reference's README runs it (
 REFERENCE_TIMEOUT_SECONDS = 3600  # a hung reference must not hold the benchmark forever
 
 
-def bench_dir() -> Path:
-    """Where the reference programs are: `$MNIST_TF_BENCH_DIR`, else ../shared/bench beside the repository."""
-    chosen = os.environ.get(BENCH_DIR_ENV)
-    return Path(chosen).expanduser() if chosen else Path(__file__).resolve().parents[2].parent / "shared" / "bench"
+DEFAULT_BENCH_DIR = Path("../shared/bench")  # beside a checkout, for commands run from its top folder
+
+
+def bench_dir(chosen: str | Path | None = None) -> Path:
+    """Where the reference programs are: `chosen` (`benchmark --bench-dir`), else `$MNIST_TF_BENCH_DIR`,
+    else ../shared/bench from the current folder (a checkout's top folder, where `make benchmark` runs)."""
+    chosen = chosen or os.environ.get(BENCH_DIR_ENV) or DEFAULT_BENCH_DIR
+    return Path(chosen).expanduser().absolute()
 
 
 def torch_python() -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mnist_tf.benchmark.measurements import TARGETS, target_key
+from mnist_tf.benchmark.measurements import FAST_MAX_TIME_RATIO, SEED_MIN_SPEEDUP, TARGETS, target_key
+from mnist_tf.benchmark.references import FAST_MIN_ACCURACY
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -28,7 +29,7 @@ def tables(result: dict[str, Any]) -> str:
     if "inference" in result:
         out += inference_table(result["inference"])
     if "serve" in result:
-        from mnist_tf.serve.load import table
+        from mnist_tf.benchmark.serve_load import table
 
         out.append(table(result["serve"]))
     if "compare" in result:
@@ -101,8 +102,6 @@ def inference_table(inference: dict[str, Any]) -> list[str]:
 
 def compare_table(compare: dict[str, Any]) -> list[str]:
     """The compare part: each preset's median beside its reference program's, the ratio and the target."""
-    from mnist_tf.benchmark.compare import FAST_MAX_TIME_RATIO, FAST_MIN_ACCURACY, SEED_MIN_SPEEDUP, max_other_cpu
-
     out = [
         (
             f"\nBeside the reference programs in {compare['bench_dir']}, same sitting, {compare['threads']} threads "
@@ -198,3 +197,14 @@ def run_line(run: dict[str, Any]) -> str:
         f"test accuracy {run['test_accuracy']:.4f}, fit {run['fit_seconds']:.1f} s, "
         f"{run['train_images_per_second']:.0f} img/s, peak RSS {run['peak_rss_mib']:.0f} MiB"
     )
+
+
+def max_other_cpu(comparison: dict[str, Any]) -> float | None:
+    """The most CPU other processes used during any run of either side of `comparison`, percent of one core."""
+    values = [
+        r["other_cpu_percent"]
+        for side in ("reference", "project")
+        for r in comparison[side]["runs"]
+        if r.get("other_cpu_percent") is not None
+    ]
+    return max(values) if values else None

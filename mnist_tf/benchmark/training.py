@@ -32,8 +32,9 @@ def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from mnist_tf import data, train
-    from mnist_tf.model import build_model
+    from mnist_tf.data import pipeline
+    from mnist_tf.modeling.network import build_model
+    from mnist_tf.training import setup
 
     keras.utils.set_random_seed(cfg.seed)
     n = max(settings.throughput_images, 4 * cfg.batch_size)
@@ -41,8 +42,8 @@ def training_throughput(cfg: Config, settings: Settings) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (steps * cfg.batch_size, 28, 28, 1), dtype=np.uint8)
     labels = rng.integers(0, 10, len(images))
-    ds = data.train_pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), cfg).repeat()
-    model = train.compile_model(build_model(cfg), cfg, steps)
+    ds = pipeline.train_pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), cfg).repeat()
+    model = setup.compile_model(build_model(cfg), cfg, steps)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)  # traces, compiles, warms up
     warmup_seconds = time.perf_counter() - start
@@ -128,14 +129,16 @@ def _test_accuracy_callback(test_images: np.ndarray, test_labels: np.ndarray):
 def _train_child(cfg: Config, run_dir: str, source: Any, threads: int, queue: Any) -> None:
     """Runs in a fresh process, so each run's memory and TF state are its own."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from mnist_tf import data, train
+    from mnist_tf.data import pipeline
+    from mnist_tf.jobs.train import train_and_evaluate
+    from mnist_tf.training import setup
 
-    train.set_threads(threads)
+    setup.set_threads(threads)
 
     try:
-        images, labels = data.arrays("test", source)
+        images, labels = pipeline.arrays("test", source)
         log = _test_accuracy_callback(images, labels)
-        metrics = train.train_and_evaluate(cfg, Path(run_dir), source, overwrite=True, extra_callbacks=[log])
+        metrics = train_and_evaluate(cfg, Path(run_dir), source, overwrite=True, extra_callbacks=[log])
         fit_seconds = metrics["train_seconds"] - log.eval_seconds
         queue.put(
             {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from mnist_tf import config as config_choices
-from mnist_tf import names
+from mnist_tf import config
 from mnist_tf.cli.common import data_options, main, note, user_errors
+from mnist_tf.config import choices
 
 
 @main.command(name="benchmark")
@@ -17,14 +17,14 @@ from mnist_tf.cli.common import data_options, main, note, user_errors
     "--part",
     "parts",
     multiple=True,
-    type=click.Choice(names.BENCHMARK_PARTS),
+    type=click.Choice(choices.BENCHMARK_PARTS),
     help="What to measure; repeat for several [all of them].",
 )
 @click.option(
     "--preset",
     "presets",
     multiple=True,
-    type=click.Choice(list(config_choices.PRESETS)),
+    type=click.Choice(list(config.PRESETS)),
     help="Presets to measure; repeat for several [all three].",
 )
 @click.option("--seeds", type=click.IntRange(1, 20), default=3, help="Training runs per preset (seeds 1..N).")
@@ -43,6 +43,11 @@ from mnist_tf.cli.common import data_options, main, note, user_errors
 )
 @click.option("--overwrite", is_flag=True, help="Replace an earlier benchmark in --out.")
 @click.option(
+    "--bench-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="compare part: folder of the reference programs [$MNIST_TF_BENCH_DIR, else ../shared/bench].",
+)
+@click.option(
     "--model",
     "model_path",
     type=click.Path(path_type=Path),
@@ -59,6 +64,7 @@ def benchmark_command(
     out: Path,
     overwrite: bool,
     model_path: Path | None,
+    bench_dir: Path | None,
     data_dir: Path | None,
     manual_dir: Path | None,
 ) -> None:
@@ -69,18 +75,20 @@ def benchmark_command(
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: with three
     seeds, the parts together take most of an hour on 2 CPU cores.
     """
-    from mnist_tf import benchmark, runinfo
+    from mnist_tf import benchmark
+    from mnist_tf.training import runinfo
 
     settings = benchmark.Settings(
         presets=presets or benchmark.Settings.presets,
         seeds=tuple(range(1, seeds + 1)),
         threads=threads,
         serve_seconds=serve_seconds,
+        bench_dir=bench_dir,
     )
     result = benchmark.run_benchmark(
         out,
         runinfo.data_source(model_path, data_dir, manual_dir, note),
-        parts or names.BENCHMARK_PARTS,
+        parts or choices.BENCHMARK_PARTS,
         settings,
         model=model_path,
         overwrite=overwrite,

@@ -10,9 +10,8 @@ from typing import Any
 
 import click
 
-from mnist_tf import __version__
-from mnist_tf import config as config_choices
-from mnist_tf.errors import UserError
+from mnist_tf import __version__, config
+from mnist_tf.core.errors import UserError
 
 
 class CliError(click.ClickException):
@@ -40,7 +39,7 @@ def note(message: str) -> None:
 
 def preset_values(field: str) -> str:
     """A `Config` field in every preset, for option help: `42` when they agree, else `default 0, fast 5000, ...`."""
-    values = {name: getattr(cfg, field) for name, cfg in config_choices.PRESETS.items()}
+    values = {name: getattr(cfg, field) for name, cfg in config.PRESETS.items()}
     if len(set(values.values())) == 1:
         return str(next(iter(values.values())))
     return ", ".join(f"{name} {value}" for name, value in values.items())

@@ -40,8 +40,9 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
-    from mnist_tf import evaluate, runinfo
-    from mnist_tf import person_made as people
+    from mnist_tf.evaluation import metrics
+    from mnist_tf.jobs import evaluate, person_made
+    from mnist_tf.training import runinfo
 
     report = evaluate.evaluate_model(
         model_path,
@@ -51,9 +52,9 @@ def evaluate_command(
         progress=lambda message: click.echo(message, err=True),
     )
     result = report.evaluation
-    click.echo(evaluate.per_class_table(result))
+    click.echo(metrics.per_class_table(result))
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
     click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png")
     if report.person_made is not None:
-        click.echo(people.table(report.person_made))
+        click.echo(person_made.table(report.person_made))
         click.echo(f"wrote {report.out}/person_made.json and the pictures in {report.out}/person_made/sets")

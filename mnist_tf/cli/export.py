@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from mnist_tf import names
 from mnist_tf.cli.common import data_options, main, note, user_errors
+from mnist_tf.config import choices
+from mnist_tf.core import contract
 
 
 @main.command(name="export")
@@ -20,20 +21,20 @@ from mnist_tf.cli.common import data_options, main, note, user_errors
 @click.option(
     "--tflite-kind",
     "kinds",
-    type=click.Choice(names.TFLITE_KINDS),
+    type=click.Choice(choices.TFLITE_KINDS),
     multiple=True,
     help="TFLite variant to make (implies --tflite); repeat for several [all four].",
 )
 @click.option(
     "--calibration-examples",
     type=click.IntRange(1, 60000),
-    default=names.CALIBRATION_EXAMPLES,
+    default=choices.CALIBRATION_EXAMPLES,
     help="Training images that calibrate int8.",
 )
 @click.option(
     "--max-accuracy-drop",
     type=click.FloatRange(0, 100),
-    default=names.MAX_ACCURACY_DROP_POINTS,
+    default=choices.MAX_ACCURACY_DROP_POINTS,
     help="Fail when a TFLite variant's test accuracy is more than this many points below the Keras model's.",
 )
 @data_options(from_run=True)
@@ -50,12 +51,13 @@ def export_command(
     manual_dir: Path | None,
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
-    from mnist_tf import export, runinfo
-    from mnist_tf.tflite import PREPROCESS_FILE, report_table
+    from mnist_tf.export.tflite import PREPROCESS_FILE, report_table
+    from mnist_tf.jobs import export
+    from mnist_tf.training import runinfo
 
     def saved_model_written(exported: export.Exported) -> None:
         click.echo(
-            f"wrote SavedModel {exported.saved_model} (signatures {names.DEFAULT_SIGNATURE}, {names.BYTES_SIGNATURE}), "
+            f"wrote SavedModel {exported.saved_model} (signatures {contract.DEFAULT_SIGNATURE}, {contract.BYTES_SIGNATURE}), "
             f"{out}/saved_model/models.config"
         )
         if exported.stray_temporaries:
@@ -78,7 +80,7 @@ def export_command(
         out,
         runinfo.data_source(model_path, data_dir, manual_dir, note),
         version=version,
-        tflite_kinds=kinds or (names.TFLITE_KINDS if tflite else ()),  # Naming a --tflite-kind implies --tflite.
+        tflite_kinds=kinds or (choices.TFLITE_KINDS if tflite else ()),  # Naming a --tflite-kind implies --tflite.
         calibration_examples=calibration_examples,
         max_accuracy_drop=max_accuracy_drop,
         on_saved_model=saved_model_written,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mnist_tf.cli.common import CliError, main, user_errors
-from mnist_tf.errors import UserError
+from mnist_tf.core.errors import UserError
 
 
 @main.command(name="predict")
@@ -44,7 +44,7 @@ def predict_command(
     Exits with status 1 when any file could not be classified (unreadable, or
     no digit in it); the others are still printed.
     """
-    from mnist_tf import predict
+    from mnist_tf.inference import predict
 
     if (model_path is None) == (server is None):
         raise CliError("pass either --model PATH or --server URL")

@@ -9,15 +9,13 @@ from typing import Any
 
 import click
 
-from mnist_tf import __version__, names
-from mnist_tf import config as config_choices
+from mnist_tf import __version__, config
 from mnist_tf.cli.common import data_options, main, preset_values, user_errors
+from mnist_tf.config import choices
 
 
 @main.command()
-@click.option(
-    "--preset", type=click.Choice(list(config_choices.PRESETS)), default="default", help="Named starting config."
-)
+@click.option("--preset", type=click.Choice(list(config.PRESETS)), default="default", help="Named starting config.")
 @click.option("--epochs", type=click.IntRange(1, 10000), help="Passes over the training set [preset's].")
 @click.option(
     "--batch-size", type=click.IntRange(1, 65536), help="Global batch: examples per step, over all replicas [preset's]."
@@ -50,14 +48,14 @@ from mnist_tf.cli.common import data_options, main, preset_values, user_errors
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
 @click.option(
     "--strategy",
-    type=click.Choice(names.STRATEGIES),
+    type=click.Choice(choices.STRATEGIES),
     default="auto",
     help="tf.distribute strategy; auto: mirrored over all GPUs when more than one is visible, else default. "
     "multi-worker reads TF_CONFIG; its chief (worker 0) writes the run.",
 )
 @click.option(
     "--mixed-precision",
-    type=click.Choice(config_choices.MIXED_PRECISION),
+    type=click.Choice(choices.MIXED_PRECISION),
     help="Compute in 16-bit floats (weights and logits stay float32); auto: whichever of float32 and bfloat16 "
     "trains faster on this machine, measured once in a few steps and cached "
     f"[preset's: {preset_values('mixed_precision')}].",
@@ -72,7 +70,7 @@ from mnist_tf.cli.common import data_options, main, preset_values, user_errors
     metavar="FIELD=VALUE",
     help="Set any config field, e.g. --set optimizer=sgd --set stages='[[32],[64]]' --set dense_units='[256]'; "
     "repeatable. Values: JSON lists, numbers, true/false, none where a field takes it. An option such as --epochs "
-    f"and a --set of the same field must agree. Fields: {', '.join(config_choices.field_types())}.",
+    f"and a --set of the same field must agree. Fields: {', '.join(config.field_types())}.",
 )
 @click.option(
     "--run-dir", type=click.Path(path_type=Path), default=None, help="Folder for this run's files [runs/PRESET]."
@@ -97,8 +95,9 @@ def train(
     Re-running the same command after an interruption resumes the run.
     """
     # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
-    from mnist_tf import config, data, runlock
-    from mnist_tf import train as training
+    from mnist_tf.data import sources
+    from mnist_tf.jobs import train
+    from mnist_tf.training import setup, signals
 
     options = {name: value for name, value in overrides.items() if value is not None}  # None: not given
     if jit or no_jit:
@@ -107,14 +106,14 @@ def train(
     run_dir = run_dir or Path("runs") / preset
     click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
     click.echo("config: " + json.dumps(cfg.to_dict()))
-    click.echo("threads: " + json.dumps(training.set_threads()))
+    click.echo("threads: " + json.dumps(setup.set_threads()))
     try:
-        with runlock.signals_as_interrupts():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
-            metrics = training.train_and_evaluate(
-                cfg, run_dir, data.Source.from_options(data_dir, manual_dir), overwrite, strategy
+        with signals.signals_as_interrupts():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
+            metrics = train.train_and_evaluate(
+                cfg, run_dir, sources.Source.from_options(data_dir, manual_dir), overwrite, strategy
             )
     except KeyboardInterrupt as e:
-        stopped = "Stopped by SIGTERM" if isinstance(e, runlock.Terminated) else "Interrupted"
+        stopped = "Stopped by SIGTERM" if isinstance(e, signals.Terminated) else "Interrupted"
         click.echo(f"\n{stopped}. Re-run the same command to resume from the last finished epoch.", err=True)
         sys.exit(getattr(e, "exit_code", 130))
     if metrics is None:

@@ -5,7 +5,9 @@ rest.py    TF Serving's JSON request and response formats and error messages
 limits.py  per-request limits (body size, instances, image pixels)
 app.py     the Starlette routes
 server.py  uvicorn, the access log, clean shutdown
-client.py  `mnist-tf predict --server`: the same API from the client side
-load.py    the load benchmark (`mnist-tf benchmark --part serve`)
+process.py the server as a child process, for the load benchmark and the tests
 static/    the page: index.html, app.js, style.css
+
+The client side (`mnist-tf predict --server`) is `inference.client`; the load benchmark is
+`benchmark.serve_load`.
 """

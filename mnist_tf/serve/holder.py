@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_tf.errors import UserError
-from mnist_tf.names import DEFAULT_SIGNATURE, MODEL_NAME
-from mnist_tf.saved_model import versions
+from mnist_tf.core.contract import DEFAULT_SIGNATURE, MODEL_NAME
+from mnist_tf.core.errors import UserError
+from mnist_tf.export.saved_model import versions
 from mnist_tf.serve.batching import Batcher
 from mnist_tf.serve.rest import RestError, invalid
 

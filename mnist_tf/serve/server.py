@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mnist_tf.errors import UserError
+from mnist_tf.core.errors import UserError
 from mnist_tf.serve.limits import Limits
 
 

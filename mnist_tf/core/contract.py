@@ -1,0 +1,20 @@
+"""The tensor contract of every exported model: its input, outputs, signatures and name, each defined once.
+
+The tensor and signature names are the contract of every exported model: TF
+Serving clients, TFLite apps and `mnist-tf serve` call them by these names.
+This module imports nothing, so any layer may use it without loading TensorFlow.
+"""
+
+# The model's input and output.
+IMAGE_SHAPE = (28, 28, 1)  # uint8 pixels, a light digit on black, as in MNIST
+NUM_CLASSES = 10
+INPUT_NAME = "image"
+LOGITS = "logits"
+PROBABILITIES = "probabilities"
+CLASS_ID = "class_id"
+
+# The exported models: TF Serving's model name and the SavedModel's (and TFLite's) signatures.
+MODEL_NAME = "mnist"
+DEFAULT_SIGNATURE = "serving_default"  # MNIST-form pixels: INPUT_NAME
+BYTES_SIGNATURE = "serving_bytes"  # encoded pictures: BYTES_INPUT_NAME
+BYTES_INPUT_NAME = "image_bytes"

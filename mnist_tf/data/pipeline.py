@@ -1,0 +1,121 @@
+"""`tf.data` pipelines for training and evaluation, served from memory.
+
+Images stay uint8 all the way into the model (scaling is the model's first
+layer), so training, evaluation and every exported model take raw pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from mnist_tf.config import Config
+from mnist_tf.data.augment import augmenter
+from mnist_tf.data.sources import TRAIN_SIZE, Source, load_split, split_names
+
+EVAL_BATCH_SIZE = 1000
+# Batches prefetched ahead of the training step. Fixed, because tf.data's autotuning is off (`finish`).
+PREFETCH_BATCHES = 2
+
+
+def augment_calls(cfg: Config) -> int:
+    """Batches augmented side by side: half the cores, at least one; one for a `deterministic` run,
+    so the seeded random stream is drawn in a fixed order."""
+    return 1 if cfg.deterministic else max(1, (os.cpu_count() or 1) // 2)
+
+
+def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Prefetches `PREFETCH_BATCHES` and sets the options every pipeline here runs with.
+
+    - tf.data's autotuning is off. With it on, the first batch of some epochs
+      waited seconds with the CPU idle, one epoch in two or three, which made whole
+      epochs up to twice as slow at random (docs/performance.md#steady-epochs).
+      Parallelism is set by hand instead (`augment_calls`, `PREFETCH_BATCHES`).
+    - A multi-worker strategy splits the data by element (DATA): the splits are
+      served from memory (`in_memory`), so there are no files for FILE sharding
+      to hand out (AUTO would try, warn, and fall back to DATA). Every worker
+      holds the whole, small, split in the same seeded order and keeps its own
+      share of each global batch. Other strategies ignore the option.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
+    """Shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches.
+
+    `ds` should be in memory (`in_memory`), so no epoch waits on reading files.
+    Batches are global batches of `cfg.batch_size`: a strategy splits each one over its replicas.
+    """
+    size = int(ds.cardinality())
+    ds = ds.shuffle(max(size, 1), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size)
+    if cfg.augment:
+        layers = augmenter(cfg.seed)
+
+        def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            moved = layers(tf.cast(images, tf.float32), training=True)
+            return tf.cast(tf.clip_by_value(tf.round(moved), 0, 255), tf.uint8), labels
+
+        ds = ds.map(augment, num_parallel_calls=augment_calls(cfg))
+    return finish(ds)
+
+
+def eval_pipeline(ds: tf.data.Dataset, batch_size: int = EVAL_BATCH_SIZE) -> tf.data.Dataset:
+    """Batches and prefetches, in a fixed order."""
+    return finish(ds.batch(batch_size))
+
+
+def in_memory(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Reads a whole split into two tensors and serves it from there.
+
+    All of MNIST is 55 MB as uint8, so this is the cheapest cache: files are
+    read and decoded once, before training, and the first epoch runs as fast
+    as the others (a `.cache()` would fill during epoch 1, inside `fit`'s time).
+    """
+    images, labels = ds.batch(TRAIN_SIZE).get_single_element()
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+@dataclasses.dataclass
+class Datasets:
+    """The three pipelines of a training run, with their sizes."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset
+    train_examples: int
+    validation_examples: int
+
+
+def make_datasets(cfg: Config, source: Source) -> Datasets:
+    """Builds training, validation and test pipelines for `cfg`."""
+    train_split, val_split = split_names(cfg)
+    train = in_memory(load_split(train_split, source))
+    validation = in_memory(load_split(val_split, source)) if cfg.validation_examples else None
+    return Datasets(
+        train=train_pipeline(train, cfg),
+        validation=eval_pipeline(validation) if validation is not None else None,
+        test=eval_pipeline(in_memory(load_split("test", source))),
+        train_examples=int(train.cardinality()),
+        validation_examples=int(validation.cardinality()) if validation is not None else 0,
+    )
+
+
+def dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """All images and labels of a batched `(image, label)` dataset, as numpy arrays."""
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def arrays(split: str, source: Source) -> tuple[np.ndarray, np.ndarray]:
+    """A split (any TFDS split string, e.g. "test" or "train[:500]") as numpy images [N,28,28,1] and labels [N]."""
+    return dataset_arrays(eval_pipeline(load_split(split, source)))

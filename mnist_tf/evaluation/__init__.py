@@ -1,0 +1,1 @@
+"""Scores of probabilities against labels (`metrics`) and every figure the project draws (`plots`)."""

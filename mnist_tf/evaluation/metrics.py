@@ -1,0 +1,90 @@
+"""Metrics of any model that maps uint8 images to class probabilities, on one labelled set."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from mnist_tf.core.contract import NUM_CLASSES
+from mnist_tf.core.types import ProbaFn
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Metrics of one model on one labelled set, plus what plots need."""
+
+    accuracy: float
+    loss: float
+    confusion: np.ndarray  # [true, predicted] counts
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    def per_class(self) -> list[dict[str, float]]:
+        """Precision, recall, F1 and support for each digit."""
+        rows = []
+        for c in range(NUM_CLASSES):
+            tp = self.confusion[c, c]
+            predicted = self.confusion[:, c].sum()
+            actual = self.confusion[c, :].sum()
+            precision = tp / predicted if predicted else 0.0
+            recall = tp / actual if actual else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append(
+                {
+                    "class": c,
+                    "precision": float(precision),
+                    "recall": float(recall),
+                    "f1": float(f1),
+                    "support": int(actual),
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "examples": len(self.labels),
+            "per_class": self.per_class(),
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+
+def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
+    """Scores predicted probabilities against integer labels."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = probabilities.argmax(axis=1)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    # Cross-entropy of the true class; the clip keeps a confident mistake finite.
+    true_p = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return Evaluation(
+        accuracy=float((predictions == labels).mean()),
+        loss=float(-np.log(true_p).mean()),
+        confusion=confusion,
+        probabilities=probabilities.astype(np.float32),
+        labels=labels,
+    )
+
+
+def evaluate_proba_fn(proba_fn: ProbaFn, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> Evaluation:
+    """Runs `proba_fn` over `images` in batches and scores the result."""
+    probabilities = np.concatenate([proba_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return evaluate_probabilities(probabilities, labels)
+
+
+def per_class_table(evaluation: Evaluation) -> str:
+    """A short plain-text table of per-class precision, recall and F1."""
+    lines = ["digit  precision  recall     f1  support"]
+    for row in evaluation.per_class():
+        lines.append(
+            f"{row['class']:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>5.4f}  {row['support']:>7}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""Any picture of a digit -> MNIST's form, in TensorFlow ops.
+
+MNIST's digits are not raw pictures: each is a light digit on black, its
+bounding box scaled to fit 20x20 (aspect ratio kept) and placed in 28x28 by
+its centre of mass (LeCun et al.). People hand a model something else: dark
+ink on white paper, a small digit off-centre on a large canvas, a photo of a
+page with grey paper and uneven light, a thick marker, a transparent canvas.
+`to_mnist` makes all of these look like MNIST, so the model reads them:
+
+    1. grey: colour by ITU-R 601 luma; transparent pixels become paper of the
+       colour that contrasts with the ink (a canvas may draw black or white);
+    2. shrink: the longer side to at most WORK_SIDE pixels (halved by averaging, then bilinear);
+    3. polarity: the background is the bulk of the picture, so the side of the
+       median the extremes are farther from is the ink: light paper is inverted;
+    4. lighting: a smooth quadratic surface fitted to the background pixels is
+       subtracted (uneven light, grey paper);
+    5. ink: an Otsu threshold (no lower than the noise allows) marks the ink;
+       strokes keep their anti-aliased edges (a soft ramp below the threshold);
+    6. specks and frames: solid bands along the picture's edges (a table or the
+       dark border of a photographed page), and connected ink regions smaller
+       than a tenth of the largest, are dropped;
+    7. fit: the ink's bounding box is scaled so its longer side is 20 pixels and
+       placed in 28x28 with its centre of mass at MNIST's.
+
+A picture with no ink (blank, uniform, or too little contrast) gives an all-black
+image and `blank` True: `mnist-tf predict` reports it as an error line, and the
+SavedModel's `serving_bytes` signature answers class -1 with even probabilities.
+
+One function serves every path: `mnist-tf predict` calls it eagerly on what
+Pillow decodes (`mnist_tf.imaging.decode.load_image`), the SavedModel calls it inside its
+graph on what TensorFlow decodes, so TF Serving clients get the same 28x28 input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mnist_tf.imaging.ops import (
+    as_image,
+    dilate,
+    histogram,
+    otsu,
+    percentiles,
+    plane,
+    regions,
+    resize,
+    shrink_to,
+    smooth,
+    solve,
+)
+
+IMAGE_SIZE = 28
+BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 field.
+# MNIST's mean centre of mass (row, column), in pixel-index coordinates, over the 60,000 training digits.
+CENTRE = (14.0, 14.0)
+WORK_SIDE = 512  # The picture is analysed at most this large: enough for a 20x20 digit, cheap to serve.
+GRID_SIDE = 48  # Connected regions are found on a grid at most this large.
+MIN_CONTRAST = 0.15  # Ink must stand this far above the paper (0..1 scale), else the picture is blank.
+MIN_REGION = 0.1  # Ink regions below this fraction of the largest are specks.
+NO_DIGIT = "no digit found (blank, or too little contrast): pass a picture of one digit"
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# Everything below is written in ops that TFLite has built in (mnist_tf.imaging.ops), so the same function
+# also converts to a LiteRT model for clients without TensorFlow.
+
+
+def _grey(pixels):
+    """Float [H,W,C] in [0,1], C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> grey [H,W]."""
+    tf = _tf()
+    channels = tf.shape(pixels)[2]
+    colour = tf.gather(pixels, tf.where(channels >= 3, tf.range(3), tf.zeros([3], tf.int32)), axis=2)
+    grey = tf.reduce_sum(colour * tf.constant([0.299, 0.587, 0.114]), axis=2)  # ITU-R 601 luma
+    alpha = tf.where(channels % 2 == 0, tf.gather(pixels, channels - 1, axis=2), tf.ones_like(grey))
+    # Paper behind transparent pixels: white under dark ink, black under light ink.
+    ink_luma = tf.reduce_sum(alpha * grey) / tf.maximum(tf.reduce_sum(alpha), 1e-6)
+    paper = tf.where(ink_luma < 0.5, 1.0, 0.0)
+    return alpha * grey + (1.0 - alpha) * paper
+
+
+def _shrink(grey):
+    """[H,W] -> [1,h,w,1] with the longer side at most WORK_SIDE (never enlarged)."""
+    tf = _tf()
+    size = tf.shape(grey)
+    scale = tf.minimum(1.0, WORK_SIDE / tf.cast(tf.reduce_max(size), tf.float32))
+    target = tf.maximum(1, tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32))
+    return resize(as_image(grey), target)
+
+
+def _flatten_lighting(ink):
+    """Subtracts a quadratic surface fitted to the background (pixels below Otsu's cut)."""
+    tf = _tf()
+    size = tf.shape(ink)
+    h, w = size[0], size[1]
+    ys = (tf.cast(tf.range(h), tf.float32) * 2.0 / tf.cast(tf.maximum(h - 1, 1), tf.float32) - 1.0)[:, None]
+    xs = (tf.cast(tf.range(w), tf.float32) * 2.0 / tf.cast(tf.maximum(w - 1, 1), tf.float32) - 1.0)[None, :]
+    ys, xs = ys * tf.ones_like(ink), xs * tf.ones_like(ink)
+    basis = tf.stack([tf.ones_like(ink), ys, xs, ys * xs, ys * ys, xs * xs], axis=2)
+    # The fit reads every 4th pixel of every 4th row: the surface is smooth, the picture need not be.
+    sample = tf.reshape(ink[::4, ::4], [-1])
+    sample_basis = tf.reshape(basis[::4, ::4], [-1, 6])
+    weights = tf.cast(sample < otsu(histogram(sample)), tf.float32)  # The paper's pixels.
+    # Least squares on the paper's pixels: (A^T W A + l I) c = A^T W b, a 6x6 system.
+    weighted = sample_basis * weights[:, None]
+    normal = tf.matmul(weighted, sample_basis, transpose_a=True) + 1e-3 * tf.eye(6)
+    coefficients = solve(normal, tf.matmul(weighted, sample[:, None], transpose_a=True))
+    background = tf.reshape(tf.matmul(tf.reshape(basis, [-1, 6]), coefficients), size)
+    # Too few paper pixels to fit a surface: the picture is mostly ink; take the median as the paper.
+    enough = tf.reduce_sum(weights) >= 24
+    background = tf.cond(
+        enough,
+        lambda: background,
+        lambda: percentiles(histogram(tf.reshape(ink, [-1])), [0.5])[0] * tf.ones_like(ink),
+    )
+    return tf.nn.relu(ink - background)
+
+
+def _edge_bands(mask):
+    """The solid bands of ink along the picture's four edges (a table beside a photographed page,
+    a scanner's dark border): the runs of rows and columns, from each edge inwards, that are at least
+    80% ink, widened by two pixels for their blurred inner edge. A picture that is all ink has none."""
+    tf = _tf()
+    covered_rows = tf.reduce_mean(tf.cast(mask, tf.float32), axis=1) >= 0.8
+    covered_cols = tf.reduce_mean(tf.cast(mask, tf.float32), axis=0) >= 0.8
+
+    def band(covered):
+        n = tf.size(covered)
+        gaps = tf.cast(tf.logical_not(covered), tf.int32)
+        any_gap = tf.reduce_max(gaps) > 0
+        first = tf.where(any_gap, tf.cast(tf.argmax(gaps), tf.int32), 0)
+        last = tf.where(any_gap, tf.cast(tf.argmax(tf.reverse(gaps, [0])), tf.int32), 0)
+        index = tf.range(n)
+        # Widen a band that exists by two pixels; a band absent stays absent.
+        return ((index < first + 2) & (first > 0)) | ((index >= n - last - 2) & (last > 0))
+
+    return band(covered_rows)[:, None] | band(covered_cols)[None, :]
+
+
+def _keep_mask(mask):
+    """Of the ink cells in `mask` [h,w], those in regions worth keeping (no specks, no edge bands)."""
+    tf = _tf()
+    labels = regions(mask)
+    h, w = tf.shape(mask)[0], tf.shape(mask)[1]
+    count = h * w + 1
+    flat = tf.reshape(labels, [-1])
+    rows = tf.reshape(tf.range(h)[:, None] * tf.ones([1, w], tf.int32), [-1])
+    cols = tf.reshape(tf.ones([h, 1], tf.int32) * tf.range(w)[None, :], [-1])
+    size = tf.math.unsorted_segment_sum(tf.ones_like(flat), flat, count)
+    on_edge = tf.cast((rows == 0) | (rows == h - 1) | (cols == 0) | (cols == w - 1), tf.int32)
+    edge_cells = tf.math.unsorted_segment_sum(on_edge, flat, count)
+    height = tf.math.unsorted_segment_max(rows, flat, count) - tf.math.unsorted_segment_min(rows, flat, count) + 1
+    width = tf.math.unsorted_segment_max(cols, flat, count) - tf.math.unsorted_segment_min(cols, flat, count) + 1
+    solid = tf.cast(size, tf.float32) >= 0.5 * tf.cast(tf.maximum(height * width, 1), tf.float32)
+    # A band along the edge: solid, and lying along at least half of the shorter side.
+    band = solid & (tf.cast(edge_cells, tf.float32) >= 0.5 * tf.cast(tf.minimum(h, w), tf.float32))
+    size = tf.where(band | (tf.range(count) == 0), 0, size)
+    largest = tf.reduce_max(size)
+    wanted = (size > 0) & (tf.cast(size, tf.float32) >= MIN_REGION * tf.cast(largest, tf.float32))
+    return tf.gather(wanted, labels)
+
+
+def _ink(pixels):
+    """The ink of a picture, light on black, in [0,1] at working size [h,w], and whether there is any."""
+    tf = _tf()
+    grey = plane(_shrink(_grey(pixels)))
+    median = percentiles(histogram(tf.reshape(grey, [-1])), [0.5])[0]
+    smoothed = smooth(as_image(grey))  # Extremes of strokes, not of single-pixel noise.
+    low, high = tf.reduce_min(smoothed), tf.reduce_max(smoothed)
+    ink = tf.where(median - low > high - median, 1.0 - grey, grey)  # Light paper: dark ink becomes light.
+    ink = _flatten_lighting(ink)
+    flat = tf.reshape(ink, [-1])
+    hist = histogram(flat)  # One pass over the pixels serves the percentiles and Otsu's cut.
+    median, spread = percentiles(hist, [0.5, 0.75])
+    peak = tf.reduce_max(smooth(as_image(ink)))
+    has_ink = peak - median >= MIN_CONTRAST
+    # The cut: Otsu's, but above the paper's noise (a few robust spreads) and below most of the ink.
+    noise = median + 6.0 * (spread - median)
+    cut = tf.minimum(tf.maximum(otsu(hist), noise), 0.6 * peak)
+    mask = ink > cut
+    edges = _edge_bands(mask)
+    mask = mask & tf.logical_not(edges)
+    # Regions on a coarse grid: a cell holds ink if any pixel in it does (strokes stay connected).
+    grid = plane(shrink_to(as_image(tf.cast(mask, tf.float32)), GRID_SIDE, tf.nn.max_pool2d)) > 0
+    keep = as_image(tf.cast(_keep_mask(grid), tf.float32))
+    keep = dilate(keep)  # One cell of margin for soft edges.
+    keep = plane(tf.image.resize(keep, tf.shape(ink), method="nearest"))
+    # The ink's full strength: the 90th percentile of the pixels above the cut (the others count as 0,
+    # below every one of them, so it is the percentile 1 - 10% of their share of all pixels).
+    share = tf.reduce_mean(tf.cast(mask, tf.float32))
+    full = percentiles(histogram(tf.reshape(tf.where(mask, ink, 0.0), [-1])), [1.0 - 0.1 * share])[0]
+    soft = tf.clip_by_value((ink - 0.5 * cut) / tf.maximum(full - 0.5 * cut, 1e-3), 0.0, 1.0)
+    soft = soft * keep * (1.0 - tf.cast(edges, tf.float32))
+    return soft, has_ink & (tf.reduce_max(soft) > 0.0)
+
+
+def _fit(ink):
+    """[h,w] ink in [0,1] -> [28,28] float: bounding box to 20x20, centre of mass to MNIST's."""
+    tf = _tf()
+    present = tf.cast(ink > 0.05, tf.int32)
+    rows, cols = tf.reduce_max(present, axis=1), tf.reduce_max(present, axis=0)
+    top, left = tf.cast(tf.argmax(rows), tf.int32), tf.cast(tf.argmax(cols), tf.int32)
+    bottom = tf.size(rows) - tf.cast(tf.argmax(tf.reverse(rows, [0])), tf.int32)
+    right = tf.size(cols) - tf.cast(tf.argmax(tf.reverse(cols, [0])), tf.int32)
+    height, width = bottom - top, right - left
+    crop = tf.slice(ink, tf.stack([top, left]), tf.stack([height, width]))
+    scale = BOX / tf.cast(tf.maximum(height, width), tf.float32)
+    size = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32))
+    digit = tf.clip_by_value(plane(resize(as_image(crop), size)), 0.0, 1.0)
+    mass = tf.maximum(tf.reduce_sum(digit), 1e-6)
+    row_centre = tf.reduce_sum(digit * tf.cast(tf.range(size[0]), tf.float32)[:, None]) / mass
+    col_centre = tf.reduce_sum(digit * tf.cast(tf.range(size[1]), tf.float32)[None, :]) / mass
+    y = tf.clip_by_value(tf.cast(tf.round(CENTRE[0] - row_centre), tf.int32), 0, IMAGE_SIZE - size[0])
+    x = tf.clip_by_value(tf.cast(tf.round(CENTRE[1] - col_centre), tf.int32), 0, IMAGE_SIZE - size[1])
+    return tf.pad(digit, tf.stack([tf.stack([y, IMAGE_SIZE - size[0] - y]), tf.stack([x, IMAGE_SIZE - size[1] - x])]))
+
+
+def to_mnist_tensor(pixels):
+    """The graph form of `to_mnist`: float32 [H,W,C] in [0,1] -> (uint8 [28,28,1], bool blank).
+
+    C is 1 (grey), 2 (grey and alpha), 3 (RGB) or 4 (RGBA); H and W at least 1.
+    """
+    tf = _tf()
+    pixels = tf.convert_to_tensor(pixels, tf.float32)
+    finite = tf.abs(pixels) < float("inf")  # NaN and infinities count as black.
+    pixels = tf.where(finite, tf.clip_by_value(pixels, 0.0, 1.0), 0.0)
+    ink, has_ink = _ink(pixels)
+    image = tf.cond(has_ink, lambda: _fit(ink), lambda: tf.zeros([IMAGE_SIZE, IMAGE_SIZE]))
+    image = tf.reshape(image, [IMAGE_SIZE, IMAGE_SIZE, 1])
+    return tf.cast(tf.round(image * 255.0), tf.uint8), tf.logical_not(has_ink)
+
+
+_eager_fn = None
+# Integer pixels scale to [0, 1] by these factors, as tf.image.convert_image_dtype scales them in the
+# SavedModel (a multiplication, not a division: the last bit of a float can differ between the two).
+UNIT8, UNIT16 = np.float32(1 / 255), np.float32(1 / 65535)
+
+
+def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
+    """Any picture's pixels -> (MNIST input uint8 [28,28,1], blank).
+
+    `pixels` is [H,W] or [H,W,C] (C = 1, 2, 3 or 4: grey, grey+alpha, RGB, RGBA),
+    uint8, uint16 or float in [0,1]. Runs the same TensorFlow function the
+    SavedModel runs, compiled once for every size.
+    """
+    global _eager_fn
+    tf = _tf()
+    array = np.asarray(pixels)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or 0 in array.shape:
+        raise ValueError(f"expected pixels [H,W] or [H,W,C] with C in 1..4, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) * UNIT8
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) * UNIT16
+    if _eager_fn is None:
+        _eager_fn = tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    image, blank = _eager_fn(tf.constant(array, tf.float32))
+    return image.numpy(), bool(blank.numpy())

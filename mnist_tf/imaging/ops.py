@@ -1,0 +1,164 @@
+"""Small image operations in TensorFlow, written in ops that TFLite has built in.
+
+No resize_area, histogram, lstsq or connected-components kernels: histograms
+are segment sums, the least-squares solve is unrolled Gauss-Jordan, 3x3
+neighbourhoods are shifted copies, so every graph built from these converts to
+a LiteRT model for clients without TensorFlow. `mnist_tf.imaging.mnist_form` builds the
+MNIST-form preprocessing from them.
+"""
+
+from __future__ import annotations
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+BINS = 1024  # Percentiles and Otsu's threshold read a histogram of this many bins over [0, 1]: O(pixels), no sort.
+
+
+def as_image(x):
+    """[h,w] -> [1,h,w,1], the layout pooling and resizing take."""
+    tf = _tf()
+    return tf.expand_dims(tf.expand_dims(x, 0), -1)
+
+
+def plane(image):
+    """[1,h,w,1] -> [h,w]."""
+    tf = _tf()
+    return tf.squeeze(image, [0, 3])
+
+
+def histogram(values):
+    tf = _tf()
+    bins = tf.clip_by_value(tf.cast(tf.floor(values * BINS), tf.int32), 0, BINS - 1)
+    return tf.math.unsorted_segment_sum(tf.ones_like(values), bins, BINS)
+
+
+def percentiles(hist, qs):
+    """The values (to 1/BINS) below which fractions `qs` of the values counted in `hist` lie."""
+    tf = _tf()
+    cumulative = tf.cumsum(hist)
+    total = cumulative[-1]
+    return [tf.cast(tf.argmax(tf.cast(cumulative >= q * total, tf.int32)), tf.float32) / BINS for q in qs]
+
+
+def otsu(hist):
+    """Otsu's threshold of the values counted in `hist`: the cut that best separates two classes."""
+    tf = _tf()
+    centres = (tf.range(BINS, dtype=tf.float32) + 0.5) / BINS
+    weight = tf.cumsum(hist)
+    mass = tf.cumsum(hist * centres)
+    total, total_mass = weight[-1], mass[-1]
+    mean_low = mass / tf.maximum(weight, 1.0)
+    mean_high = (total_mass - mass) / tf.maximum(total - weight, 1.0)
+    between = weight * (total - weight) * tf.square(mean_low - mean_high)
+    return tf.cast(tf.argmax(between) + 1, tf.float32) / BINS
+
+
+def shrink_to(image, side, pool):
+    """[1,h,w,1] halved by `pool` (avg or max, 2x2) until its longer side is at most `side`."""
+    tf = _tf()
+
+    def longer(x):
+        return tf.reduce_max(tf.shape(x)[1:3])
+
+    return tf.while_loop(
+        lambda x: longer(x) > side,
+        lambda x: (pool(x, 2, 2, "SAME"),),
+        (image,),
+        shape_invariants=(tf.TensorShape([1, None, None, 1]),),
+    )[0]
+
+
+def resize(image, size):
+    """[1,h,w,1] -> [1,*size,1]: halved by averaging while more than twice too large, then bilinear."""
+    tf = _tf()
+    larger = tf.cast(tf.reduce_max(size), tf.int32) * 2
+    return tf.image.resize(shrink_to(image, larger, tf.nn.avg_pool2d), size, method="bilinear")
+
+
+def solve(a, b):
+    """x with a x = b for a symmetric positive definite [n,n] `a` (Gauss-Jordan, unrolled; n is small)."""
+    tf = _tf()
+    n = a.shape[0]
+    m = tf.concat([a, b], axis=1)
+    for i in range(n):
+        row = m[i : i + 1] / m[i, i]
+        unit = tf.one_hot([i], n)[0][:, None]
+        m = m - m[:, i : i + 1] * row + unit * row
+    return m[:, n:]
+
+
+def neighbourhood(image, combine):
+    """[1,h,w,1] -> each pixel's 3x3 neighbourhood combined by `combine` (tf.maximum, tf.add), the picture
+    padded with zeros. A 3x3 pool computes the same, but costs 10-40 times as much on small pictures (its
+    kernels are set up anew on every call); shifted copies and elementwise ops cost microseconds."""
+    tf = _tf()
+
+    def along(x, axis):
+        padding = [[0, 0], [0, 0], [0, 0], [0, 0]]
+        padding[axis] = [1, 1]
+        padded = tf.pad(x, padding)
+        size = tf.shape(x)
+        before, here, after = (tf.slice(padded, tf.one_hot(axis, 4, k, 0), size) for k in (0, 1, 2))
+        return combine(combine(before, here), after)
+
+    return along(along(image, 1), 2)
+
+
+def dilate(image):
+    """[1,h,w,1] of values >= 0 -> the largest value in each pixel's 3x3 neighbourhood."""
+    return neighbourhood(image, _tf().maximum)
+
+
+def smooth(image):
+    """[1,h,w,1] -> the mean of each pixel's 3x3 neighbourhood (the pixels inside the picture)."""
+    tf = _tf()
+    size = tf.shape(image)
+
+    def count(n):  # Pixels of a 3-wide window inside a line of n: 2 at the ends (1 if n is 1), else 3.
+        index = tf.range(n)
+        return 3.0 - tf.cast(index == 0, tf.float32) - tf.cast(index == n - 1, tf.float32)
+
+    counts = count(size[1])[:, None] * count(size[2])[None, :]
+    return neighbourhood(image, tf.add) / as_image(counts)
+
+
+def regions(mask):
+    """Labels the 8-connected regions of a boolean [h,w] mask (0 = no ink) with their largest cell number.
+
+    Every ink cell starts as its own number (1..h*w); each step, a cell takes the largest label among its
+    3x3 neighbours, then the label of the cell its label names (that cell is in the same region and its
+    label is at least as large), so labels travel along chains: a long stroke takes a few turns, not one
+    per cell. The loop stops when a turn changes nothing.
+    """
+    tf = _tf()
+    h, w = tf.shape(mask)[0], tf.shape(mask)[1]
+    numbers = tf.reshape(tf.range(1, h * w + 1), [h, w])
+    around = tf.pad(numbers, [[1, 1], [1, 1]])  # 0: outside the picture, whose label is always 0.
+    neighbours = tf.reshape(
+        tf.stack([around[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=2), [-1, 9]
+    )
+    keep = tf.reshape(tf.cast(mask, tf.int32), [-1])
+
+    def label_of(labels, cells):  # labels: [h*w] for cells 1..h*w; cell 0 (none) has label 0.
+        return tf.gather(tf.concat([[0], labels], 0), cells)
+
+    def turn(labels, _):
+        grown = labels
+        for _ in range(2):
+            grown = tf.reduce_max(label_of(grown, neighbours), axis=1) * keep
+        for _ in range(2):
+            grown = label_of(grown, grown)
+        return grown, tf.reduce_any(tf.not_equal(grown, labels))
+
+    labels, _ = tf.while_loop(
+        lambda labels, changed: changed,
+        turn,
+        (keep * tf.reshape(numbers, [-1]), tf.constant(True)),
+        maximum_iterations=h * w + 1,  # A region's longest path has at most h*w cells.
+    )
+    return tf.reshape(labels, [h, w])

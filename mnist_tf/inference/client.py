@@ -1,0 +1,98 @@
+"""`mnist-tf predict --server`: image files through any server speaking TF Serving's REST API.
+
+Each file's bytes go, base64-encoded, to the `serving_bytes` signature in a
+request of its own, so one bad file gets its own error and the rest are still
+classified, as with a local model.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_tf.core.contract import BYTES_SIGNATURE, MODEL_NAME
+from mnist_tf.core.errors import UserError
+from mnist_tf.core.types import Prediction
+from mnist_tf.imaging.mnist_form import NO_DIGIT
+
+
+def predict_url(server: str, model: str = MODEL_NAME) -> str:
+    """`URL/v1/models/MODEL:predict` for a server's base URL."""
+    server = server.strip().rstrip("/")
+    if not server.startswith(("http://", "https://")):
+        raise UserError(f"--server {server!r} is not an http(s) URL: pass e.g. http://127.0.0.1:8501")
+    return f"{server}/v1/models/{model}:predict"
+
+
+def request_body(image: bytes, signature: str = BYTES_SIGNATURE) -> dict[str, Any]:
+    """The JSON of a one-image b64 predict request."""
+    return {"signature_name": signature, "instances": [{"b64": base64.b64encode(image).decode("ascii")}]}
+
+
+def read_file(path: Path) -> bytes:
+    """A file's bytes; UserError, meant to follow the file name, when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError("no such file: check the path") from None
+    except IsADirectoryError:
+        raise UserError("is a folder, not an image: pass image files") from None
+    except OSError as e:
+        raise UserError(f"cannot read it ({e.strerror})") from None
+    if not data:
+        raise UserError("empty file: pass a PNG or JPEG of a digit")
+    return data
+
+
+def prediction(file: str, answer: dict[str, Any]) -> Prediction:
+    """A `Prediction` from the first row of a `predictions` answer."""
+    row = answer["predictions"][0]
+    if not isinstance(row, dict) or "probabilities" not in row:
+        raise UserError("the server's answer has no `probabilities`: is it serving an mnist-tf model?")
+    seen = np.asarray(row["image"], np.uint8) if "image" in row else None  # the 28x28 the model saw, for --show
+    if row.get("blank"):
+        return Prediction(file=file, error=NO_DIGIT, image=seen)
+    probabilities = [float(p) for p in row["probabilities"]]
+    digit = int(row.get("class_id", max(range(len(probabilities)), key=probabilities.__getitem__)))
+    return Prediction(file, digit, probabilities[digit], [round(p, 6) for p in probabilities], image=seen)
+
+
+def predict_files_on_server(
+    server: str, paths: Sequence[str | Path], timeout: float = 60.0, model: str = MODEL_NAME
+) -> list[Prediction]:
+    """Classifies each file on `server`; a file the server refuses gets the server's `error` message."""
+    import httpx
+
+    url = predict_url(server, model)
+    results = []
+    with httpx.Client(timeout=timeout) as client:
+        for path in paths:
+            try:
+                response = client.post(url, json=request_body(read_file(Path(path))))
+            except UserError as e:
+                results.append(Prediction(file=str(path), error=str(e)))
+                continue
+            except httpx.HTTPError as e:
+                raise UserError(
+                    f"cannot reach {server} ({type(e).__name__}: {e}): start mnist-tf serve or check --server"
+                )
+            results.append(_answer(str(path), response, server))
+    return results
+
+
+def _answer(file: str, response: Any, server: str) -> Prediction:
+    try:
+        answer = response.json()
+    except ValueError:
+        raise UserError(
+            f"{server} answered HTTP {response.status_code} without JSON: is it TF Serving's REST port (8501)?"
+        ) from None
+    if response.status_code == 404:
+        raise UserError(f"{server} has no model {MODEL_NAME} ({answer.get('error')}): check --server")
+    if response.status_code != 200:
+        return Prediction(file=file, error=str(answer.get("error", f"HTTP {response.status_code}")))
+    return prediction(file, answer)

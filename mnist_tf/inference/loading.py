@@ -1,0 +1,128 @@
+"""Load a trained model from any format mnist-tf writes, as one kind of callable.
+
+Every loader returns a `ProbaFn`: uint8 images [N,28,28,1] -> probabilities
+[N,10], so evaluation and prediction do not care which format they run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES
+from mnist_tf.core.errors import UserError
+from mnist_tf.core.rundir import RunDir
+from mnist_tf.core.types import ProbaFn
+
+MODEL_HELP = "a run dir, a .keras file, a SavedModel version folder or a .tflite file"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """Maps a run dir to its model.keras; checks that the path exists."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model {path} does not exist: pass {MODEL_HELP}")
+    if path.is_dir():
+        if RunDir(path).model.is_file():
+            return RunDir(path).model
+        if (path / "saved_model.pb").is_file():
+            return path
+        numbered = sorted(int(p.name) for p in path.iterdir() if re.fullmatch(r"\d+", p.name))
+        if numbered:
+            raise UserError(
+                f"{path} holds SavedModel versions {numbered}: pass one version folder, e.g. {path / str(numbered[-1])}"
+            )
+        raise UserError(f"{path} is a folder with neither model.keras nor saved_model.pb: pass {MODEL_HELP}")
+    return path
+
+
+def load_keras(path: Path):
+    import keras
+
+    import mnist_tf.modeling.network  # noqa: F401  (registers the custom BatchNormalization layer)
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad archive)
+        raise UserError(
+            f"{path} is not a readable Keras model ({type(e).__name__}): pass a model.keras written by mnist-tf train"
+        ) from None
+
+
+def load_saved_model(path: Path) -> ProbaFn:
+    """The `serving_default` signature of a SavedModel, as a `ProbaFn`."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:  # noqa: BLE001  (TF raises several types for a broken SavedModel)
+        raise UserError(
+            f"{path} is not a readable SavedModel ({type(e).__name__}): "
+            "pass a version folder written by mnist-tf export"
+        ) from None
+    signature = loaded.signatures.get(DEFAULT_SIGNATURE)
+    if signature is None or INPUT_NAME not in signature.structured_input_signature[1]:
+        raise UserError(
+            f"{path} has no {DEFAULT_SIGNATURE} signature with an {INPUT_NAME!r} input: export it with mnist-tf export"
+        )
+
+    def proba_fn(images: np.ndarray) -> np.ndarray:
+        # `loaded` stays referenced here: the signature needs its variables alive.
+        return loaded.signatures[DEFAULT_SIGNATURE](**{INPUT_NAME: tf.constant(np.asarray(images, np.uint8))})[
+            PROBABILITIES
+        ].numpy()
+
+    return proba_fn
+
+
+class TFLiteRunner:
+    """Runs the `serving_default` signature of a TFLite model on uint8 image batches.
+
+    The input tensor is resized only when the batch size changes, so repeated
+    calls with one batch size cost one `invoke` each.
+    """
+
+    def __init__(self, model_content: bytes, source: str = "the model"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_content=model_content)
+            runner = self.interpreter.get_signature_runner(DEFAULT_SIGNATURE)
+            self.input = runner.get_input_details()[INPUT_NAME]["index"]
+            self.output = runner.get_output_details()[PROBABILITIES]["index"]
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise UserError(
+                f"{source} is not a TFLite model with a {DEFAULT_SIGNATURE} signature mapping {INPUT_NAME!r} to "
+                f"{PROBABILITIES!r} ({type(e).__name__}): pass a .tflite written by mnist-tf export"
+            ) from None
+        self.batch_size: int | None = None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, np.uint8)
+        if len(images) != self.batch_size:
+            self.interpreter.resize_tensor_input(self.input, list(images.shape))
+            self.interpreter.allocate_tensors()
+            self.batch_size = len(images)
+        self.interpreter.set_tensor(self.input, images)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+def load_proba_fn(path: str | Path) -> ProbaFn:
+    """Returns a function from uint8 images [N,28,28,1] to probabilities [N,10]."""
+    import tensorflow as tf
+
+    path = resolve_model_path(path)
+    if path.suffix == ".keras":
+        from mnist_tf.modeling.network import float32_copy
+
+        # Inference is float32 everywhere, as in the exports; mixed precision only speeds up training.
+        model = float32_copy(load_keras(path))
+        return lambda images: tf.nn.softmax(model(np.asarray(images, np.uint8), training=False)).numpy()
+    if path.is_dir():
+        return load_saved_model(path)
+    if path.suffix == ".tflite":
+        return TFLiteRunner(path.read_bytes(), source=str(path))
+    raise UserError(f"{path} is not a model format mnist-tf reads: pass {MODEL_HELP}")

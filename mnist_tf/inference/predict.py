@@ -1,0 +1,87 @@
+"""Classify image files with any model `mnist_tf.inference.loading` loads, or on a server.
+
+`predict` is the job of `mnist-tf predict`; `show` draws what the model saw.
+
+Each file goes through `mnist_tf.imaging.decode.load_image`, the same preprocessing the
+SavedModel's `serving_bytes` signature runs, so a photo, a scan or a canvas
+drawing reaches the model in MNIST's form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mnist_tf.core.errors import UserError
+from mnist_tf.core.types import Prediction, ProbaFn
+from mnist_tf.imaging.decode import decode_file, load_image
+
+
+def predict_files(proba_fn: ProbaFn, paths: Sequence[str | Path], batch_size: int = 256) -> list[Prediction]:
+    """Classifies each image file; a file that cannot be read, or holds no digit, gets an `error` instead."""
+    results = [Prediction(file=str(p)) for p in paths]
+    decoded = []
+    for result in results:
+        try:
+            result.image = load_image(result.file)
+            decoded.append(result)
+        except UserError as e:
+            result.error = str(e)
+    for start in range(0, len(decoded), batch_size):
+        chunk = decoded[start : start + batch_size]
+        probabilities = np.asarray(proba_fn(np.stack([r.image for r in chunk])), np.float64)
+        for result, p in zip(chunk, probabilities):
+            result.digit = int(p.argmax())
+            result.probability = float(p.max())
+            result.probabilities = [round(float(v), 6) for v in p]
+    return results
+
+
+def predict(
+    paths: Sequence[str | Path], model: str | Path | None = None, server: str | None = None
+) -> list[Prediction]:
+    """Classifies image files with `model` (any format `models` loads) or on `server`, a URL
+    speaking TF Serving's REST API; pass exactly one. See `predict_files` for unreadable files."""
+    if (model is None) == (server is None):
+        raise ValueError("pass exactly one of model and server")
+    if server is not None:
+        from mnist_tf.inference.client import predict_files_on_server
+
+        return predict_files_on_server(server, paths)
+    from mnist_tf.inference.loading import load_proba_fn
+
+    return predict_files(load_proba_fn(model), paths)
+
+
+def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:
+    """A file's picture shrunk to at most `side` pixels, as float [H,W,C] in [0,1]; None if unreadable."""
+    try:
+        pixels = decode_file(path)
+    except UserError:
+        return None
+    step = max(1, int(np.ceil(max(pixels.shape[:2]) / side)))
+    return pixels[::step, ::step]
+
+
+def show(results: Sequence[Prediction], path: Path) -> Path:
+    """Draws each picture beside the 28x28 the model received and its answer, as a PNG.
+
+    Raises `UserError` when `path` cannot be written.
+    """
+    from mnist_tf.evaluation import plots
+
+    rows = [
+        (
+            "/".join(Path(r.file).parts[-2:]),  # the file and its folder
+            thumbnail(r.file),
+            r.image,
+            f"{r.digit} ({r.probability:.0%})" if r.error is None else r.error.split(" (")[0].split(":")[0],
+        )
+        for r in results
+    ]
+    try:
+        return plots.what_the_model_saw(rows, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}): pass a writable path to --show") from None

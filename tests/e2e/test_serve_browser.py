@@ -1,0 +1,274 @@
+"""The draw-a-digit page in a real browser: headless Chromium from the system's packages, driven by Selenium.
+
+It draws a real MNIST test digit on the canvas with pointer events, uploads,
+drops and pastes image files, checks the digits the page shows, and saves a
+screenshot of the page to docs/serve_page.png. Skipped only where Chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from helpers import REPO, png_bytes
+
+from mnist_tf.serve.process import ServerProcess
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+SCREENSHOT = REPO / "docs" / "serve_page.png"
+
+
+PAD = 280  # the canvas' size in CSS pixels: 10 per MNIST pixel
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()),
+        reason="chromium is not installed (Debian: apt-get install -y chromium chromium-driver)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def digits(real_source):
+    """The first 200 MNIST test images and labels."""
+    from mnist_tf.data import pipeline
+
+    return pipeline.arrays("test[:200]", real_source)
+
+
+@pytest.fixture(scope="module")
+def served(trained_run, digits, tmp_path_factory):
+    """The trained model exported and served: (server, SavedModel version folder)."""
+    from mnist_tf.export.saved_model import export_saved_model
+
+    out = tmp_path_factory.mktemp("browser_export")
+    version = export_saved_model(trained_run / "model.keras", out, digits[0][:3])
+    server = ServerProcess(version.parent)
+    yield server, version
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1100,960",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def thin(ink: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: the one-pixel-wide skeleton of a boolean image, the pen's path."""
+    ink = np.pad(ink.copy(), 1)
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            remove = []
+            for y, x in zip(*np.nonzero(ink)):
+                n = [
+                    ink[y - 1, x],
+                    ink[y - 1, x + 1],
+                    ink[y, x + 1],
+                    ink[y + 1, x + 1],
+                    ink[y + 1, x],
+                    ink[y + 1, x - 1],
+                    ink[y, x - 1],
+                    ink[y - 1, x - 1],
+                ]
+                transitions = sum(not n[i] and n[(i + 1) % 8] for i in range(8))
+                if not (2 <= sum(n) <= 6 and transitions == 1):
+                    continue
+                if step == 0 and not (n[0] and n[2] and n[4]) and not (n[2] and n[4] and n[6]):
+                    remove.append((y, x))
+                if step == 1 and not (n[0] and n[2] and n[6]) and not (n[0] and n[4] and n[6]):
+                    remove.append((y, x))
+            for y, x in remove:
+                ink[y, x] = False
+            changed |= bool(remove)
+    return ink[1:-1, 1:-1]
+
+
+def strokes(image: np.ndarray, threshold: int = 128) -> list[list[tuple[int, int]]]:
+    """The digit as pen strokes on the 280-pixel pad: polylines along its skeleton, 10 pad pixels per MNIST pixel."""
+    skeleton = thin(image.reshape(28, 28) >= threshold)
+    left = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton))}
+    done: set[tuple[int, int]] = set()
+
+    def neighbours(p):
+        return [
+            (p[0] + dy, p[1] + dx)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if (dy or dx) and (p[0] + dy, p[1] + dx) in left | done
+        ]
+
+    lines = []
+    while left:
+        # Start at an end of a line where there is one, joined to what is drawn already.
+        start = min(left, key=lambda p: (len([q for q in neighbours(p) if q in left]) != 1, p))
+        path = [q for q in neighbours(start) if q in done][:1] + [start]
+        left.discard(start)
+        while nxt := [q for q in neighbours(path[-1]) if q in left]:
+            path.append(nxt[0])
+            left.discard(nxt[0])
+        done.update(path)
+        lines.append([(x * 10 + 5, y * 10 + 5) for y, x in path])
+    return lines
+
+
+def draw(driver, image: np.ndarray) -> None:
+    """Draws `image`'s strokes on the pad with a pen's pointer events."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+
+    pad = driver.find_element(By.ID, "pad")
+    actions = ActionBuilder(driver, mouse=PointerInput(interaction.POINTER_PEN, "pen"), duration=0)
+    for line in strokes(image):  # offsets from the pad's centre
+        (x, y), rest = line[0], line[1:]
+        actions.pointer_action.move_to(pad, x - PAD // 2, y - PAD // 2).pointer_down()
+        for x, y in rest:
+            actions.pointer_action.move_to(pad, x - PAD // 2, y - PAD // 2)
+        actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def shown(driver, timeout: float = 60) -> str:
+    """The digit the page shows once the answer to its latest request is in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("answered", "refused")
+    )
+    return driver.find_element(By.ID, "digit").text
+
+
+# A PNG (base64) handed to the page as a file dropped on the pad, or pasted, as a browser does.
+DROP_OR_PASTE = """
+const [b64, how] = arguments;
+const file = new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], "digit.png", {type: "image/png"});
+const files = new DataTransfer();
+files.items.add(file);
+if (how === "drop") {
+  document.getElementById("pad").dispatchEvent(
+    new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+} else {
+  document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: files, bubbles: true, cancelable: true}));
+}
+"""
+
+
+@functools.cache
+def _serving_bytes(version: Path):
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(version)).signatures["serving_bytes"]
+
+
+def serving_bytes_class(version: Path, data: bytes) -> int:
+    """The class the SavedModel itself gives these bytes, called in this process."""
+    import tensorflow as tf
+
+    return int(_serving_bytes(version)(image_bytes=tf.constant([data]))["class_id"].numpy()[0])
+
+
+def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    server, version = served
+    images, labels = digits
+    browser.get(server.url + "/")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+    assert browser.find_element(By.ID, "digit").text == "?"
+
+    # Upload: a test digit's PNG, which the model itself reads correctly, is shown as that digit.
+    upload = next(
+        i
+        for i in range(len(labels))
+        if labels[i] != 3 and serving_bytes_class(version, png_bytes(images[i])) == labels[i]
+    )
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_bytes(images[upload]))
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert shown(browser) == str(labels[upload])
+
+    # Drop, then paste: dark ink on light paper this time, read as the same digit by the model's preprocessing.
+    for how in ("drop", "paste"):
+        dark = next(
+            i
+            for i in range(upload + 1, len(labels))
+            if labels[i] != labels[upload] and serving_bytes_class(version, png_bytes(255 - images[i])) == labels[i]
+        )
+        browser.execute_script(DROP_OR_PASTE, base64.b64encode(png_bytes(255 - images[dark])).decode(), how)
+        assert shown(browser) == str(labels[dark]), how
+        upload = dark
+
+    # A file that is no image: the page says so and keeps working.
+    (tmp_path / "notes.txt").write_text("not an image")
+    browser.find_element(By.ID, "file").send_keys(str(tmp_path / "notes.txt"))
+    assert "not an image" in browser.find_element(By.ID, "status").text
+
+    # Keyboard: Escape on the pad clears it.
+    browser.find_element(By.ID, "pad").send_keys(Keys.ESCAPE)
+    assert browser.find_element(By.ID, "digit").text == "?"
+
+    # Draw: the first test 3, stroke by stroke, as large as MNIST draws it (20 of 28 pixels, ~200 on the pad).
+    three = int(np.flatnonzero(labels == 3)[0])
+    draw(browser, images[three])
+    assert shown(browser) == "3", browser.find_element(By.ID, "status").text
+    metadata = httpx.get(server.url + "/v1/models/mnist/metadata").json()
+    outputs = metadata["metadata"]["signature_def"]["signature_def"]["serving_bytes"]["outputs"]
+    # The 28x28 the model saw, shown where the model returns it.
+    assert browser.find_element(By.ID, "seen-figure").is_displayed() == ("image" in outputs)
+    if "image" in outputs:
+        assert (
+            browser.execute_script(
+                "const d = document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data;"
+                "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;"
+            )
+            > 0
+        )
+
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    browser.execute_script("document.activeElement.blur()")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOT))

@@ -1,0 +1,40 @@
+"""Person-made pictures of MNIST test digits: a quick real model reads them, by both paths.
+
+The bar is the one users should be able to count on: a quick model (the default
+preset's recipe, 2 epochs of 20,000 training images) reads at least 95% of every
+person-made set, through `mnist-tf predict`'s path and through the SavedModel's
+`serving_bytes` signature alike.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import real_data_args
+from helpers import run
+
+from mnist_tf.data.person_made import SETS
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, real_source):
+    del real_source  # requested so that MNIST is prepared once, where the CLI below finds it
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    data = real_data_args()
+    result = run("train", "--epochs", "2", "--train-examples", "20000", "--run-dir", run_dir, *data)
+    assert result.exit_code == 0, result.output[-2000:]
+    return run_dir, data
+
+
+@pytest.mark.slow
+def test_a_quick_model_reads_95_percent_of_every_person_made_set_both_ways(quick_run, tmp_path):
+    run_dir, data = quick_run
+    out = tmp_path / "report"
+    result = run("evaluate", "--model", run_dir, "--out", out, "--person-made", "--person-made-examples", "200", *data)
+    assert result.exit_code == 0, result.output[-2000:]
+    report = json.loads((out / "person_made.json").read_text())
+    for path in ("predict", "serving_bytes"):
+        for kind in SETS:
+            assert report[path][kind]["examples"] == 200
+            assert report[path][kind]["accuracy"] >= 0.95, (path, kind, report[path][kind])

@@ -1,0 +1,189 @@
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ARCHIVES, archives_present
+
+from mnist_tf import config
+from mnist_tf.core.errors import UserError
+from mnist_tf.data import augment, pipeline, sources
+
+
+def test_split_names_hold_out_the_end_of_train():
+    assert sources.split_names(config.SEED) == ("train[:55000]", "train[55000:]")
+    assert sources.split_names(config.SEED.replace(train_examples=100)) == ("train[:100]", "train[55000:]")
+    assert sources.split_names(config.DEFAULT) == ("train[:60000]", "train[60000:]")  # all 60,000, none held out
+
+
+def _labels(ds):
+    return np.concatenate([y for _, y in ds.as_numpy_iterator()])
+
+
+def test_train_pipeline_batches_uint8_images(mock_mnist):
+    cfg = config.DEFAULT.replace(batch_size=16)
+    ds = pipeline.train_pipeline(sources.load_split("train", mock_mnist), cfg)
+    images, labels = next(iter(ds))
+    assert images.dtype == tf.uint8 and images.shape == (16, 28, 28, 1)
+    assert labels.dtype == tf.int64 and labels.shape == (16,)
+
+
+def test_shuffle_is_seeded_and_fresh_each_epoch(mock_mnist):
+    raw = sources.load_split("train", mock_mnist)
+    cfg = config.DEFAULT.replace(batch_size=8)
+    ds = pipeline.train_pipeline(raw, cfg)
+    first, second = _labels(ds), _labels(ds)
+    again = _labels(pipeline.train_pipeline(raw, cfg))
+    other_seed = _labels(pipeline.train_pipeline(raw, cfg.replace(seed=7)))
+    assert sorted(first) == sorted(_labels(raw.batch(8)))  # a permutation: nothing lost or repeated
+    assert np.array_equal(first, again)  # same seed, same order
+    assert not np.array_equal(first, second)  # each epoch reshuffles
+    assert not np.array_equal(first, other_seed)
+
+
+def test_augmentation_moves_pixels_but_keeps_dtype_labels_and_ink(mock_mnist):
+    raw = sources.load_split("train", mock_mnist).map(
+        lambda x, y: (
+            tf.zeros_like(x) + tf.pad(tf.fill([8, 8, 1], tf.constant(255, tf.uint8)), [[10, 10], [10, 10], [0, 0]]),
+            y,
+        )
+    )
+    cfg = config.DEFAULT.replace(batch_size=48, augment=True, deterministic=True)
+    plain_images, plain_labels = next(iter(pipeline.train_pipeline(raw, cfg.replace(augment=False))))
+    moved_images, moved_labels = next(iter(pipeline.train_pipeline(raw, cfg)))
+    assert moved_images.dtype == tf.uint8 and moved_images.shape == plain_images.shape
+    assert np.array_equal(plain_labels, moved_labels)
+    changed = np.mean([not np.array_equal(a, b) for a, b in zip(plain_images.numpy(), moved_images.numpy())])
+    assert changed > 0.5
+    # Small transforms keep most of the 8x8 square's ink in the frame; the widest pen makes it 12x12, zoomed 10%.
+    ink = moved_images.numpy().astype(float).sum(axis=(1, 2, 3)) / (64 * 255)
+    assert np.all(ink > 0.5) and np.all(ink < (12 * 12 / 64) * 1.1**2 + 0.1)
+
+
+def _square_batch(n: int) -> np.ndarray:
+    square = np.zeros((n, 28, 28, 1), np.float32)
+    square[:, 10:18, 10:18] = 255.0  # an 8x8 square centred on the image's centre (13.5, 13.5)
+    return square
+
+
+def _ink_centres(images: np.ndarray) -> np.ndarray:
+    """Each image's centre of ink as (row, column)."""
+    ink = images[..., 0]
+    rows, cols = np.indices(ink.shape[1:])
+    total = ink.sum(axis=(1, 2))
+    return np.stack([(ink * rows).sum(axis=(1, 2)) / total, (ink * cols).sum(axis=(1, 2)) / total], axis=1)
+
+
+def test_random_affine_with_no_range_returns_every_image_unchanged():
+    square = _square_batch(4)
+    layer = augment.RandomAffine(degrees=0, zoom=0, shift=0, seed=1)
+    np.testing.assert_array_equal(layer(tf.constant(square), training=True).numpy(), square)
+
+
+def test_random_affine_shifts_rotates_and_zooms_within_its_ranges():
+    square = _square_batch(500)
+    shifted = augment.RandomAffine(degrees=0, zoom=0, shift=0.1, seed=1)(tf.constant(square)).numpy()
+    moves = _ink_centres(shifted) - 13.5
+    assert np.all(np.abs(moves) <= 2.8 + 1e-3)  # 10% of 28 pixels, either way, on each axis
+    assert moves.min(axis=0).max() < -2.0 and moves.max(axis=0).min() > 2.0  # both ways, on both axes
+    np.testing.assert_allclose(shifted.sum(axis=(1, 2, 3)), square[0].sum(), rtol=1e-4)  # moved, not lost
+
+    rotated = augment.RandomAffine(degrees=10, zoom=0, shift=0, seed=1)(tf.constant(square)).numpy()
+    np.testing.assert_allclose(_ink_centres(rotated), 13.5, atol=0.05)  # turned about the centre
+    np.testing.assert_allclose(rotated.sum(axis=(1, 2, 3)), square[0].sum(), rtol=0.03)
+    corners = rotated[:, 10, 10, 0] / 255  # a corner pixel loses ink as the square turns
+    assert corners.min() < 0.5 and corners.max() > 0.95
+
+    zoomed = augment.RandomAffine(degrees=0, zoom=0.1, shift=0, seed=1)(tf.constant(square)).numpy()
+    area = zoomed.sum(axis=(1, 2, 3)) / square[0].sum()  # reading 1 +- 10% wider an area scales ink by 1/z^2
+    assert np.all(area >= 1 / 1.1**2 - 0.01) and np.all(area <= 1 / 0.9**2 + 0.01)
+    assert area.min() < 0.9 and area.max() > 1.1
+    np.testing.assert_array_equal(augment.RandomAffine(seed=1)(tf.constant(square), training=False).numpy(), square)
+
+
+def test_stroke_width_redraws_each_image_with_one_pen_in_the_designed_shares():
+    square = np.zeros((2000, 28, 28, 1), np.float32)
+    square[:, 10:18, 10:18] = 255.0  # an 8x8 square: its ink area names the pen
+    layer = augment.RandomStrokeWidth(seed=1)
+    out = layer(tf.constant(square), training=True).numpy()
+    sides = np.sqrt((out[..., 0] > 0).sum(axis=(1, 2)))
+    # 5x5 dilation: 12x12; 3x3: 10x10; 2x2 ("SAME", one side): 9x9; 2x2 erosion: 7x7; unchanged: 8x8.
+    shares = {side: float(np.mean(sides == side)) for side in (12, 10, 9, 7, 8)}
+    expected = {12: 0.10, 10: 0.25, 9: 0.10, 7: 0.10, 8: 0.45}
+    assert sum(shares.values()) == 1.0
+    for side, share in expected.items():
+        assert abs(shares[side] - share) < 0.04, shares
+    np.testing.assert_array_equal(layer(tf.constant(square), training=False).numpy(), square)
+
+
+def test_eval_pipeline_keeps_order(mock_mnist):
+    raw = sources.load_split("test", mock_mnist)
+    assert np.array_equal(_labels(pipeline.eval_pipeline(raw, 10)), _labels(raw.batch(10)))
+
+
+def test_offline_without_archives_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "download_host_reachable", lambda timeout=3.0: False)
+    with pytest.raises(UserError) as e:
+        sources.load_split("test", sources.Source(data_dir=tmp_path))
+    message = str(e.value)
+    assert "--manual-dir" in message and sources.MANUAL_DIR_ENV in message
+    assert all(name in message for name in sources.ARCHIVES)
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "archives, prepared, online, expected",
+    [
+        (4, False, False, "archives"),
+        (4, True, True, "archives"),
+        (3, False, True, "download"),  # three of the four archives are no archives
+        (0, True, False, "download"),  # downloaded and prepared by an earlier test run
+        (3, False, False, "skip"),
+    ],
+)
+def test_real_data_tests_use_the_archives_else_the_download_else_skip(
+    tmp_path, monkeypatch, archives, prepared, online, expected
+):
+    import tensorflow_datasets as tfds
+    from conftest import choose_real_source
+
+    folder, data_dir = tmp_path / "archives", tmp_path / "tfds"
+    folder.mkdir()
+    for name in sources.ARCHIVES[:archives]:
+        (folder / name).write_bytes(b"")
+    probes = []
+    monkeypatch.setattr(sources, "download_host_reachable", lambda timeout=3.0: probes.append(1) or online)
+    builder = tfds.builder("mnist", data_dir=data_dir)
+    monkeypatch.setattr(type(builder), "is_prepared", lambda self: prepared)
+    source, why_not = choose_real_source(folder, data_dir)
+    if expected == "archives":
+        assert source == sources.Source(data_dir=data_dir, manual_dir=folder) and why_not is None
+        assert probes == []  # no network probe when the archives are there
+    elif expected == "download":
+        assert source == sources.Source(data_dir=data_dir, manual_dir=None) and why_not is None
+    else:
+        assert source is None and str(folder) in why_not and f"{sources.DOWNLOAD_HOST} is unreachable" in why_not
+        assert probes == [1]
+
+
+def test_manual_dir_env_var_is_used(monkeypatch, tmp_path):
+    monkeypatch.setenv(sources.MANUAL_DIR_ENV, str(tmp_path))
+    assert sources.Source.from_options(None, None).manual_dir == tmp_path
+    assert sources.Source.from_options(None, "/elsewhere").manual_dir.as_posix() == "/elsewhere"
+
+
+def test_empty_manual_dir_names_the_missing_archives(tmp_path):
+    (tmp_path / "archives").mkdir()
+    with pytest.raises(UserError, match="lacks train-images-idx3-ubyte.gz, train-labels"):
+        sources.load_split("test", sources.Source(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "archives"))
+
+
+@pytest.mark.skipif(not archives_present(), reason=f"real MNIST archives not found in {ARCHIVES}")
+def test_truncated_archive_fails_the_checksum_with_a_clear_error(tmp_path):
+    manual = tmp_path / "archives"
+    shutil.copytree(ARCHIVES, manual)
+    labels = manual / "t10k-labels-idx1-ubyte.gz"
+    labels.chmod(0o644)
+    labels.write_bytes(labels.read_bytes()[:1000])
+    with pytest.raises(UserError, match="checksum"):
+        sources.load_split("test", sources.Source(data_dir=tmp_path / "tfds", manual_dir=manual))

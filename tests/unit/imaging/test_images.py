@@ -1,0 +1,182 @@
+"""`mnist_tf.imaging.mnist_form.to_mnist`: one preprocessing for predict and the SavedModel, fuzzed both ways."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import drawn_digits
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from mnist_tf.data import person_made
+from mnist_tf.imaging.decode import MAX_PIXELS, load_image
+from mnist_tf.imaging.mnist_form import to_mnist
+
+
+@pytest.fixture(scope="module")
+def serving_bytes(tiny_saved_model):
+    loaded = tf.saved_model.load(str(tiny_saved_model))
+    signature = loaded.signatures["serving_bytes"]
+
+    def call(*encoded: bytes) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in signature(image_bytes=tf.constant(list(encoded))).items()}
+
+    call.loaded = loaded  # keeps the variables alive
+    return call
+
+
+def test_predict_and_serving_bytes_give_the_model_the_same_28x28(serving_bytes, tmp_path):
+    digits = drawn_digits()
+    files = person_made.write_sets(np.stack(digits), np.array([0, 1, 7]), tmp_path)
+    for entries in files.values():
+        for path, _ in entries:
+            out = serving_bytes(path.read_bytes())
+            seen = load_image(path)
+            assert not out["blank"][0], path
+            if path.suffix == ".png":  # Pillow and TensorFlow decode PNG to the same pixels.
+                np.testing.assert_array_equal(out["image"][0], seen, err_msg=str(path))
+            else:  # JPEG decoders may round a few pixels differently.
+                assert np.abs(out["image"][0].astype(int) - seen.astype(int)).mean() < 2, path
+
+
+def test_person_made_pictures_become_the_digit_they_were_made_from():
+    for digit in drawn_digits():
+        for kind in person_made.SETS:
+            data, _ = person_made.render(digit, kind, np.random.RandomState(1))
+            seen, blank = to_mnist(np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"), np.uint8))
+            overlap = ((seen[..., 0] > 100) & (to_mnist(digit)[0][..., 0] > 100)).sum()
+            assert not blank and overlap >= 0.5 * (to_mnist(digit)[0] > 100).sum(), kind
+
+
+def test_serving_bytes_answers_a_picture_without_a_digit_with_class_minus_one(serving_bytes):
+    def png(pixels) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    digit = png(255 - drawn_digits()[1])
+    out = serving_bytes(png([[0]]), png(np.full((60, 40), 255)), digit, png(np.full((3, 3, 4), 0)))
+    assert out["blank"].tolist() == [True, True, False, True]
+    assert out["class_id"].tolist()[:2] == [-1, -1] and out["class_id"][2] >= 0
+    np.testing.assert_allclose(out["probabilities"][0], 0.1)
+    assert (out["image"][0] == 0).all() and np.isfinite(out["logits"]).all()
+
+
+def test_serving_bytes_takes_a_huge_picture_up_to_the_limit_and_refuses_past_it(serving_bytes, tmp_path):
+    from helpers import big_black_png
+
+    assert 7000 * 7000 <= MAX_PIXELS < 7100 * 7100
+    for side in (7000, 7100):
+        big_black_png(tmp_path / f"{side}.png", side, side)
+    assert serving_bytes((tmp_path / "7000.png").read_bytes())["blank"].tolist() == [True]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        serving_bytes((tmp_path / "7100.png").read_bytes())
+
+
+def assert_mnist_input(image: np.ndarray, blank: bool) -> None:
+    assert image.shape == (28, 28, 1) and image.dtype == np.uint8
+    if blank:
+        assert (image == 0).all()
+    else:
+        assert image.max() > 0
+
+
+PICTURES = st.one_of(
+    arrays(np.uint8, st.tuples(st.integers(1, 120), st.integers(1, 120), st.sampled_from([1, 2, 3, 4]))),
+    arrays(np.uint16, st.tuples(st.integers(1, 60), st.integers(1, 60), st.sampled_from([1, 3]))),
+    arrays(np.float32, st.tuples(st.integers(1, 60), st.integers(1, 60)), elements=st.floats(width=32)),
+    st.builds(
+        lambda v, h, w: np.full((h, w), v, np.uint8), st.integers(0, 255), st.integers(1, 300), st.integers(1, 300)
+    ),
+)
+
+
+@given(pixels=PICTURES)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fuzz_to_mnist_on_arrays_of_every_size_and_kind(pixels):
+    assert_mnist_input(*to_mnist(pixels))
+
+
+@given(
+    pixels=arrays(np.uint8, st.tuples(st.integers(1, 64), st.integers(1, 64), st.sampled_from([1, 3, 4]))),
+    fmt=st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "WEBP"]),
+    cut=st.none() | st.integers(0, 300),
+    noise=st.binary(max_size=64),
+)
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+def test_fuzz_serving_bytes_on_pictures_and_random_bytes(serving_bytes, pixels, fmt, cut, noise):
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    if fmt == "JPEG" and image.mode == "RGBA":
+        image = image.convert("RGB")
+    image.save(buffer, fmt)
+    data = buffer.getvalue() if cut is None else buffer.getvalue()[:cut] + noise
+    try:
+        out = serving_bytes(data)
+    except tf.errors.InvalidArgumentError as e:  # Bytes TensorFlow cannot decode: a clear error, nothing worse.
+        assert e.message
+        return
+    assert_mnist_input(out["image"][0], bool(out["blank"][0]))
+    assert np.isfinite(out["probabilities"]).all() and out["probabilities"].sum() == pytest.approx(1, abs=1e-4)
+    assert -1 <= out["class_id"][0] <= 9 and (out["class_id"][0] == -1) == out["blank"][0]
+
+
+@pytest.fixture(scope="module")
+def tflite_dir(tiny_saved_model, tmp_path_factory):
+    """The tiny model's int8 classifier and the preprocessing, as `mnist-tf export --tflite` writes them."""
+    from mnist_tf.jobs import export
+
+    out = tmp_path_factory.mktemp("tflite")
+    calibration = np.stack([to_mnist(d)[0] for d in drawn_digits()])
+    export.export_tflite(tiny_saved_model, out, calibration, kinds=("int8",))
+    return out
+
+
+def test_preprocessing_as_tflite_gives_the_28x28_that_to_mnist_gives(tflite_dir, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    preprocess = Interpreter(model_path=str(tflite_dir / "mnist_preprocess.tflite")).get_signature_runner("preprocess")
+    files = person_made.write_sets(np.stack(drawn_digits()), np.array([0, 1, 7]), tmp_path)
+    differences = []
+    for entries in files.values():
+        for path, _ in entries:
+            pixels = np.asarray(Image.open(path).convert("RGBA"), np.float32) / 255
+            out = preprocess(pixels=pixels)
+            expected, blank = to_mnist(pixels)
+            assert bool(out["blank"]) == blank and out["image"].shape == (28, 28, 1)
+            differences.append(np.abs(out["image"].astype(int) - expected.astype(int)).max())
+    # The same ops run by another runtime: a pixel may round one step apart, rarely a threshold flips.
+    assert np.mean(np.array(differences) <= 2) >= 0.9, differences
+    assert bool(preprocess(pixels=np.ones((30, 40, 3), np.float32))["blank"])
+
+
+def test_litert_reference_client_classifies_like_mnist_tf_predict(tflite_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from mnist_tf.inference.loading import TFLiteRunner
+
+    files = person_made.write_sets(np.stack(drawn_digits()), np.array([0, 1, 7]), tmp_path, kinds=("canvas",))
+    path = files["canvas"][1][0]
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 255).save(blank)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "litert_client.py"), str(tflite_dir), str(path), str(blank)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr  # one picture had no digit
+    lines = result.stdout.splitlines()
+    probabilities = TFLiteRunner((tflite_dir / "mnist_int8.tflite").read_bytes())(load_image(path)[None])[0]
+    assert lines == [f"{path}: {probabilities.argmax()} ({probabilities.max():.1%})", f"{blank}: error: no digit found"]

@@ -1,0 +1,106 @@
+"""run.json: a run remembers where its data came from and how each train in it ran."""
+
+import json
+from pathlib import Path
+
+from mnist_tf import config
+from mnist_tf.data import sources
+from mnist_tf.training import runinfo
+
+
+def folders(tmp_path):
+    for name in ("tfds", "archives", "other"):
+        (tmp_path / name).mkdir()
+    return tmp_path / "tfds", tmp_path / "archives", tmp_path / "other"
+
+
+def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, monkeypatch):
+    tfds_dir, _, _ = folders(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.chdir(tmp_path)
+    runinfo.record_start(
+        run_dir,
+        sources.Source(data_dir=tfds_dir, manual_dir="archives"),
+        config.FAST,
+        {"strategy": "default", "replicas": 1},
+    )
+    (run_dir / "backup").mkdir()
+    (run_dir / "backup" / "epoch-2.keras").write_bytes(b"")
+    resumed = config.FAST.replace(jit=True, steps_per_execution=4, deterministic=True)
+    runinfo.record_start(run_dir, sources.Source(), resumed, {"strategy": "mirrored", "replicas": 2})
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["data"] == {"data_dir": None, "manual_dir": None}  # the last start's data
+    assert record["trained"] == [
+        {
+            "from_epoch": 0,
+            "jit": None,
+            "steps_per_execution": 1,
+            "deterministic": False,
+            "strategy": "default",
+            "replicas": 1,
+        },
+        {
+            "from_epoch": 2,
+            "jit": True,
+            "steps_per_execution": 4,
+            "deterministic": True,
+            "strategy": "mirrored",
+            "replicas": 2,
+        },
+    ]
+
+
+def remembering_run(tmp_path, data_dir, manual_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    runinfo.record_start(run_dir, sources.Source(data_dir=data_dir, manual_dir=manual_dir), config.FAST, {})
+    (run_dir / "model.keras").write_bytes(b"")
+    return run_dir
+
+
+def test_a_run_lends_its_data_folders_to_commands_given_the_run_or_its_model(tmp_path, monkeypatch):
+    tfds_dir, archives, _ = folders(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    run_dir = remembering_run(tmp_path, "tfds", "archives")  # relative: remembered as absolute paths
+    monkeypatch.chdir(run_dir)
+    notes = []
+    expected = sources.Source(data_dir=tfds_dir, manual_dir=archives)
+    assert runinfo.data_source(run_dir, None, None, notes.append) == expected
+    assert runinfo.data_source(run_dir / "model.keras", None, None, notes.append) == expected
+    assert notes == [f"reading MNIST as {run_dir} was trained: --data-dir {tfds_dir} --manual-dir {archives}"] * 2
+    # A model outside any run, or no model: the options alone.
+    (tmp_path / "elsewhere.keras").write_bytes(b"")
+    assert runinfo.data_source(tmp_path / "elsewhere.keras", None, None) == sources.Source()
+    assert runinfo.data_source(None, None, "x") == sources.Source(manual_dir=Path("x"))
+
+
+def test_an_option_wins_over_what_the_run_remembers_one_folder_at_a_time(tmp_path, monkeypatch):
+    tfds_dir, archives, other = folders(tmp_path)
+    run_dir = remembering_run(tmp_path, tfds_dir, archives)
+    assert runinfo.data_source(run_dir, other, None) == sources.Source(data_dir=other, manual_dir=archives)
+    assert runinfo.data_source(run_dir, None, other) == sources.Source(data_dir=tfds_dir, manual_dir=other)
+    monkeypatch.setenv(sources.MANUAL_DIR_ENV, str(other))  # the environment variable counts as given
+    assert runinfo.data_source(run_dir, None, None) == sources.Source(data_dir=tfds_dir, manual_dir=other)
+
+
+def test_a_remembered_folder_that_is_gone_is_left_out_with_a_note(tmp_path):
+    tfds_dir, archives, _ = folders(tmp_path)
+    run_dir = remembering_run(tmp_path, tfds_dir, archives)
+    archives.rmdir()
+    notes = []
+    assert runinfo.data_source(run_dir, None, None, notes.append) == sources.Source(data_dir=tfds_dir)
+    assert (
+        notes[0]
+        == f"{run_dir} was trained with --manual-dir {archives}, which no longer exists: reading MNIST without it"
+    )
+    assert notes[1] == f"reading MNIST as {run_dir} was trained: --data-dir {tfds_dir}"
+
+
+def test_a_run_trained_without_data_options_or_an_unreadable_record_lends_nothing(tmp_path):
+    run_dir = remembering_run(tmp_path, None, None)
+    notes = []
+    assert runinfo.data_source(run_dir, None, None, notes.append) == sources.Source() and notes == []
+    (run_dir / "run.json").write_text('{"data": ')
+    assert runinfo.data_source(run_dir, None, None, notes.append) == sources.Source()
+    assert notes == [f"cannot read {run_dir / 'run.json'} (JSONDecodeError): its data folders are not used"]
