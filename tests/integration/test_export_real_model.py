@@ -33,6 +33,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def test_arrays(real_source):
+    from mnist_tf.data import pipeline
+
+    return pipeline.arrays("test", real_source)
+
+
+@pytest.fixture(scope="module")
 def reference(trained_run, test_arrays):
     """The Keras model's evaluation on the whole test split."""
     from mnist_tf.evaluation import metrics
