@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mnist_tf import config
-from mnist_tf.cli.common import data_options, main, note, user_errors
+from mnist_tf.cli.common import data_options, main, note, start_tensorflow, user_errors
 from mnist_tf.config import choices
 
 
@@ -75,6 +75,7 @@ def benchmark_command(
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: with three
     seeds, the parts together take most of an hour on 2 CPU cores.
     """
+    start_tensorflow()
     from mnist_tf import benchmark
     from mnist_tf.training import runinfo
 

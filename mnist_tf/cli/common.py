@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,58 @@ def data_options(fn: Callable | None = None, *, from_run: bool = False) -> Calla
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="mnist-tf")
-def main() -> None:
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show TensorFlow's, absl's and TFDS's own start-up and progress messages (so does setting TF_CPP_MIN_LOG_LEVEL).",
+)
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Train, evaluate and deploy a convolutional MNIST digit classifier."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ctx.obj = {"verbose": verbose}
+
+
+# Set by a quiet command, so that the processes it starts (workers, the server) stay quiet too.
+QUIET_ENV = "MNIST_TF_QUIET"
+
+
+@contextlib.contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null within the block: TensorFlow's libraries write there as they load,
+    before any log level applies."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def start_tensorflow() -> None:
+    """Loads TensorFlow for a command, keeping its start-up chatter out of the output.
+
+    Without `--verbose`, and unless the user set TF_CPP_MIN_LOG_LEVEL themselves,
+    the lines TensorFlow's libraries print while loading ("Could not find cuda
+    drivers", "oneDNN custom operations are on", "failed call to cuInit" on a
+    machine with no GPU) and absl's warnings (TFDS's "Variant folder ... has no
+    dataset_info.json") are left out; Python warnings and errors still show.
+    TFDS's progress bars show on a terminal only.
+    """
+    context = click.get_current_context(silent=True)
+    verbose = bool(context and (context.find_root().obj or {}).get("verbose"))
+    users_own = "TF_CPP_MIN_LOG_LEVEL" in os.environ and QUIET_ENV not in os.environ
+    quiet = not verbose and not users_own
+    if quiet:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        os.environ[QUIET_ENV] = "1"
+    with _stderr_closed() if quiet and "tensorflow" not in sys.modules else contextlib.nullcontext():
+        import absl.logging
+        import tensorflow  # noqa: F401
+        import tensorflow_datasets as tfds
+    if quiet:
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    if not sys.stderr.isatty():
+        tfds.disable_progress_bar()

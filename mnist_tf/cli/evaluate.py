@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mnist_tf.cli.common import data_options, main, note, user_errors
+from mnist_tf.cli.common import data_options, main, note, start_tensorflow, user_errors
 
 
 @main.command(name="evaluate")
@@ -40,6 +40,7 @@ def evaluate_command(
     manual_dir: Path | None,
 ) -> None:
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
+    start_tensorflow()
     from mnist_tf.evaluation import metrics
     from mnist_tf.jobs import evaluate, person_made
     from mnist_tf.training import runinfo

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mnist_tf.cli.common import data_options, main, note, user_errors
+from mnist_tf.cli.common import data_options, main, note, start_tensorflow, user_errors
 from mnist_tf.config import choices
 from mnist_tf.core import contract
 
@@ -51,6 +51,7 @@ def export_command(
     manual_dir: Path | None,
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
+    start_tensorflow()
     from mnist_tf.export.tflite import PREPROCESS_FILE, report_table
     from mnist_tf.jobs import export
     from mnist_tf.training import runinfo

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mnist_tf.cli.common import CliError, main, user_errors
+from mnist_tf.cli.common import CliError, main, start_tensorflow, user_errors
 from mnist_tf.core.errors import UserError
 
 
@@ -50,6 +50,8 @@ def predict_command(
         raise CliError("pass either --model PATH or --server URL")
     if show is not None and show.suffix.lower() != ".png":
         raise UserError(f"--show {show} must name a .png file")
+    if model_path is not None:
+        start_tensorflow()
     results = predict.predict(images, model=model_path, server=server)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))

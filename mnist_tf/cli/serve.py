@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mnist_tf.cli.common import main, user_errors
+from mnist_tf.cli.common import main, start_tensorflow, user_errors
 
 
 @main.command(name="serve")
@@ -52,6 +52,7 @@ def serve_command(
 
     A development server: run TF Serving in production; the same clients work against both.
     """
+    start_tensorflow()
     from mnist_tf.serve.limits import Limits
     from mnist_tf.serve.server import is_loopback, serve
 

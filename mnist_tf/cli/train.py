@@ -10,8 +10,17 @@ from typing import Any
 import click
 
 from mnist_tf import __version__, config
-from mnist_tf.cli.common import data_options, main, preset_values, user_errors
+from mnist_tf.cli.common import data_options, main, preset_values, start_tensorflow, user_errors
 from mnist_tf.config import choices
+from mnist_tf.core.errors import UserError
+
+
+def _duration(text: str) -> float:
+    """--time-budget's value in seconds; a usage error names the forms it takes."""
+    try:
+        return config.parse_duration(text)
+    except UserError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @main.command()
@@ -64,6 +73,13 @@ from mnist_tf.config import choices
     "--deterministic/--no-deterministic", default=None, help="Deterministic TF ops: bit-identical reruns, slower [off]."
 )
 @click.option(
+    "--time-budget",
+    metavar="DURATION",
+    callback=lambda ctx, param, value: None if value is None else _duration(value),
+    help="Minutes of training the run may take, e.g. 10m, 90s, 1h: the first steps are timed and the "
+    "preset's epochs cut to fit, the schedule with them; the plan is printed first and kept on resume [none].",
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
@@ -95,6 +111,7 @@ def train(
     Re-running the same command after an interruption resumes the run.
     """
     # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
+    start_tensorflow()
     from mnist_tf.data import sources
     from mnist_tf.jobs import train
     from mnist_tf.training import setup, signals

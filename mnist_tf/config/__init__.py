@@ -5,7 +5,16 @@ imports nothing and is what the CLI reads for `--help`.
 """
 
 from mnist_tf.config.presets import DEFAULT, FAST, PRESETS, SEED, preset
-from mnist_tf.config.schema import RUNTIME, Config, ConfigError, accepts, configure, field_types, parse_setting
+from mnist_tf.config.schema import (
+    RUNTIME,
+    Config,
+    ConfigError,
+    accepts,
+    configure,
+    field_types,
+    parse_duration,
+    parse_setting,
+)
 
 __all__ = [
     "DEFAULT",
@@ -18,6 +27,7 @@ __all__ = [
     "accepts",
     "configure",
     "field_types",
+    "parse_duration",
     "parse_setting",
     "preset",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mnist_tf.config.schema import Config
+import dataclasses
+
+from mnist_tf.config.schema import RUNTIME, Config
 from mnist_tf.core.errors import UserError
 
 # The classic MNIST convnet and its recipe, kept as a baseline: SGD lr 0.01 momentum 0.9,
@@ -70,3 +72,18 @@ def preset(name: str) -> Config:
         return PRESETS[name]
     except KeyError:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+# Test accuracy of the `default` recipe trained for N epochs (its schedule made for N), as
+# `--time-budget` plans it on a slower CPU: median of measured runs (docs/performance.md).
+DEFAULT_ACCURACY_BY_EPOCHS: dict[int, float] = {}
+
+
+def expected_accuracy(cfg: Config) -> dict[int, float] | None:
+    """Measured test accuracy by epochs for `cfg`'s recipe: the `default` preset's whatever its epochs,
+    seed and runtime settings; None for any other recipe."""
+    ignored = {*RUNTIME, "epochs", "seed", "mixed_precision"}
+    same = all(
+        getattr(cfg, f.name) == getattr(DEFAULT, f.name) for f in dataclasses.fields(Config) if f.name not in ignored
+    )
+    return DEFAULT_ACCURACY_BY_EPOCHS if same and DEFAULT_ACCURACY_BY_EPOCHS else None

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import numbers
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,9 +24,10 @@ from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import write_json
 
 # How a run is computed, not what: XLA, steps per call into the graph and deterministic ops change
-# speed (and bit-for-bit repeatability), never the recipe. A run may resume with other values;
-# every other field is the run's identity. Mixed precision changes the numerics, so it is identity.
-RUNTIME = ("jit", "steps_per_execution", "deterministic")
+# speed (and bit-for-bit repeatability), never the recipe; the time budget is planned once, when a run
+# starts, and kept. A run may resume with other values; every other field is the run's identity.
+# Mixed precision changes the numerics, so it is identity.
+RUNTIME = ("jit", "steps_per_execution", "deterministic", "time_budget")
 
 
 class ConfigError(UserError):
@@ -77,6 +79,9 @@ class Config:
     jit: bool | None = None  # None: on when a GPU is visible (docs/performance.md).
     steps_per_execution: int = 1  # Training steps per call into the TF graph.
     deterministic: bool = False
+    # Seconds of fit the run may take; None: no budget. The first steps are timed and the epochs (and the
+    # schedule's length) planned to end inside it (`training.budget`). A resumed run keeps its plan.
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         # JSON round trips give lists (and whole numbers for floats): conform them, so configs compare equal.
@@ -227,6 +232,11 @@ def _validate(cfg: Config) -> None:
             f"for validation), got {cfg.train_examples}",
         )
     check(cfg.seed >= 0, "seed", f"seed must be >= 0, got {cfg.seed}")
+    check(
+        cfg.time_budget is None or cfg.time_budget > 0,
+        "time_budget",
+        f"the time budget must be a positive number of seconds, got {cfg.time_budget}",
+    )
 
 
 # --- settings from the command line ---------------------------------------------
@@ -289,3 +299,18 @@ def configure(base: Config, options: Mapping[str, Any] | None = None, settings: 
         if e.field in given:
             raise ConfigError(e.field, f"--set {given[e.field][0]}: {e}") from None
         raise
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "10m", "90s", "1h30m", "1.5h" or a plain number of seconds ("600")."""
+    match = _DURATION.match(str(text))
+    if not match or not any(match.groups()):
+        raise UserError(f"time budget {text!r} is not a duration: write it like 10m, 90s, 1h30m or 600")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise UserError(f"time budget {text!r} is not positive: give the minutes training may take, e.g. 10m")
+    return total

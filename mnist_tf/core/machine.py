@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -23,3 +24,18 @@ def cpu_name() -> str:
     fields = cpuinfo()
     name = fields.get("model name") or platform.processor() or platform.machine()
     return f"{name} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
+# The instruction-set extensions that decide how fast TensorFlow's CPU kernels run here, in rising order.
+ISA_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16")
+
+
+def isa() -> list[str]:
+    """Which of `ISA_FLAGS` this CPU reports (/proc/cpuinfo's flags)."""
+    flags = set(cpuinfo().get("flags", "").split())
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def describe() -> dict[str, object]:
+    """The CPU for a record: its name and the ISA extensions that matter, and the cores."""
+    return {"cpu": cpu_name(), "isa": isa(), "cores": os.cpu_count()}

@@ -5,6 +5,7 @@
     .lock               held by the process training in it (`training.runlock`)
     model.keras         the model after the last finished epoch (atomic writes)
     backup/             the resume state while a run is unfinished (`training.resume`)
+    plan.json           with a time budget: the epochs planned from the measured step time (`training.budget`)
     history.csv         one row per epoch
     logs/               TensorBoard
     learning_curves.png
@@ -29,6 +30,7 @@ HISTORY = "history.csv"
 LOGS = "logs"
 LEARNING_CURVES = "learning_curves.png"
 METRICS = "metrics.json"
+PLAN = "plan.json"
 EVALUATION = "evaluation"
 # Files a finished run keeps that describe it; the SavedModel export copies them as assets.
 DESCRIPTION = (CONFIG, METRICS)
@@ -52,6 +54,7 @@ class RunDir:
     logs = property(lambda self: self.path / LOGS)
     learning_curves = property(lambda self: self.path / LEARNING_CURVES)
     metrics = property(lambda self: self.path / METRICS)
+    plan = property(lambda self: self.path / PLAN)
     evaluation = property(lambda self: self.path / EVALUATION)
 
     def is_run(self) -> bool:

@@ -64,6 +64,7 @@ def _evaluate_and_record(cfg: Config, run: RunDir, role: distribute.Role, traine
         **_scores_and_times(result, history, trained),
         **fit.environment(trained.cfg, trained.strategy, role),
         "mixed_precision": trained.precision,
+        "time_budget": trained.plan.to_dict() if trained.plan else None,
         "config": cfg.to_dict(),
         "test": result.to_dict(),
     }

@@ -25,13 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_tf.config import Config
-from mnist_tf.core import rundir
+from mnist_tf.config.presets import expected_accuracy
+from mnist_tf.core import machine, rundir
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import disk_errors, remove_temporaries
 from mnist_tf.core.rundir import RunDir
 from mnist_tf.data import pipeline, sources
 from mnist_tf.modeling.network import build_model
-from mnist_tf.training import distribute, precision, resume, runinfo
+from mnist_tf.training import budget, distribute, precision, resume, runinfo
 from mnist_tf.training.callbacks import HistoryLogger, LastGoodCheckpoint, StopOnSignal
 from mnist_tf.training.setup import compile_model, gpu_available, resolve_jit
 
@@ -101,6 +102,7 @@ class Trained:
     datasets: pipeline.Datasets
     data_seconds: float
     fitted: Fitted
+    plan: budget.Plan | None  # with a time budget: the epochs planned
 
 
 def train(
@@ -125,9 +127,24 @@ def train(
     start = time.perf_counter()
     datasets = pipeline.make_datasets(run_cfg, source)
     data_seconds = time.perf_counter() - start
+    plan, guard = None, []
+    if run_cfg.time_budget is not None:
+        plan = _plan(run_cfg, run, datasets, dist)
+        run_cfg = run_cfg.replace(epochs=plan.epochs)
+        guard = [budget.BudgetGuard(plan.budget_seconds)]
     model = _build(run_cfg, dist, datasets.train_examples)
-    fitted = _fit(model, run_cfg, datasets, run, extra_callbacks)
-    return Trained(run_cfg, precision_decision, dist, datasets, data_seconds, fitted)
+    fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks])
+    return Trained(run_cfg, precision_decision, dist, datasets, data_seconds, fitted, plan)
+
+
+def _plan(cfg: Config, run: RunDir, datasets: pipeline.Datasets, dist: tf.distribute.Strategy) -> budget.Plan:
+    """The run's time plan (`budget`), printed; TensorFlow is seeded again after the timed steps, so the
+    run's model starts as it would without a budget."""
+    plan, new = budget.planned(cfg, run, datasets, dist)
+    line = plan.describe(expected_accuracy(cfg))
+    print(line if new else f"{line} (kept from the start of this run)", file=sys.stderr)
+    keras.utils.set_random_seed(cfg.seed)
+    return plan
 
 
 def _set_up(cfg: Config) -> tuple[Config, dict[str, Any]]:
@@ -221,6 +238,7 @@ def environment(cfg: Config, dist: tf.distribute.Strategy, role: distribute.Role
     return {
         "jit_compile": resolve_jit(cfg, dist.num_replicas_in_sync),
         "device": "GPU" if gpu_available() else "CPU",
+        "machine": machine.describe(),
         "threads": {  # 0 is TensorFlow's "one per core"
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),

@@ -27,7 +27,7 @@ def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, mon
     )
     (run_dir / "backup").mkdir()
     (run_dir / "backup" / "epoch-2.keras").write_bytes(b"")
-    resumed = config.FAST.replace(jit=True, steps_per_execution=4, deterministic=True)
+    resumed = config.FAST.replace(jit=True, steps_per_execution=4, deterministic=True, time_budget=600.0)
     runinfo.record_start(run_dir, sources.Source(), resumed, {"strategy": "mirrored", "replicas": 2})
     record = json.loads((run_dir / "run.json").read_text())
     assert record["data"] == {"data_dir": None, "manual_dir": None}  # the last start's data
@@ -37,6 +37,7 @@ def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, mon
             "jit": None,
             "steps_per_execution": 1,
             "deterministic": False,
+            "time_budget": None,
             "strategy": "default",
             "replicas": 1,
         },
@@ -45,6 +46,7 @@ def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, mon
             "jit": True,
             "steps_per_execution": 4,
             "deterministic": True,
+            "time_budget": 600.0,
             "strategy": "mirrored",
             "replicas": 2,
         },
