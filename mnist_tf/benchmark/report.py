@@ -40,16 +40,18 @@ def tables(result: dict[str, Any]) -> str:
 def throughput_table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         (
-            "\n| preset | precision | batch | XLA | train img/s (median) | repeats | MFLOP/img (train) | of peak "
-            "| warm-up s | CPU steal |"
+            "\n| preset | precision | batch | XLA | train img/s (median) | repeats | M multiply-adds/img (forward) "
+            "| MFLOP/img (train) | GFLOP/s | of peak | warm-up s | CPU steal |"
         ),
-        "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         out.append(
             f"| {r['preset']} | {r['precision']} | {r['batch_size']} | {'on' if r['jit'] else 'off'} | "
             f"{r['images_per_second']:,.0f} | {', '.join(f'{x:,.0f}' for x in r['repeats'])} | "
-            f"{r['train_mflops_per_image']:.1f} | {r['fraction_of_peak']:.1%} | {r['warmup_seconds']:.1f} | "
+            f"{r['forward_mflops_per_image'] / 2:.2f} | {r['train_mflops_per_image']:.1f} | "
+            f"{r['images_per_second'] * r['train_mflops_per_image'] / 1000:.1f} | "
+            f"{r['fraction_of_peak']:.1%} | {r['warmup_seconds']:.1f} | "
             f"{_pct(r.get('steal_percent'))} |"
         )
     return out

@@ -304,3 +304,14 @@ def test_compare_runs_each_reference_once_per_seed_beside_the_project_and_record
 def test_compare_needs_the_fast_or_the_seed_preset(tmp_path):
     with pytest.raises(UserError, match="--part compare compares the fast and seed presets"):
         benchmark.measure(("compare",), benchmark.Settings(presets=("default",)), None, tmp_path)
+
+
+def test_the_throughput_table_shows_the_cost_per_image_and_what_the_machine_achieved():
+    row = {"preset": "fast", "precision": "float32", "batch_size": 512, "jit": False, "images_per_second": 2000.0}
+    row |= {"repeats": [1990.0, 2000.0, 2010.0], "forward_mflops_per_image": 5.68, "train_mflops_per_image": 17.04}
+    row |= {"fraction_of_peak": 0.25, "warmup_seconds": 1.0, "steal_percent": 0.0}
+    header, _, line = report.throughput_table([row])[:3]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
+    assert cells["M multiply-adds/img (forward)"] == "2.84"  # 5.68 MFLOP: 2.84 M multiply-adds
+    assert cells["GFLOP/s"] == "34.1"  # 2,000 images/s x 17.04 MFLOP
+    assert cells["of peak"] == "25.0%"
