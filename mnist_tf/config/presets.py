@@ -52,15 +52,16 @@ FAST = Config(
     mixed_precision="auto",
 )
 
-# Two Conv-BN-ReLU blocks per stage (32, 32 | 64, 64), Dense(256), dropout,
-# augmentation (pens thicker and thinner, then small rotations, shifts and
-# zooms in one resampling), label smoothing 0.1, AdamW (weight decay 0.05) with
-# a one-cycle schedule over 20 epochs, `auto` precision, trained on all 60,000
-# training images (no validation split: the model is the last epoch, chosen by
-# nothing; `--validation-examples 5000` brings a held-out monitor back).
-# Command: `mnist-tf train`: 99.70% test accuracy (median of 3 seeds), about
-# 9 min of fit on 2 cores (docs/performance.md, which also lists what was
-# tried and dropped, and docs/person-made.md for pictures people make).
+# Multiply-adds where they buy accuracy: one convolution at full resolution (cheap on a single input
+# channel), two at 14x14, one at 7x7, three pools (Conv32 | Conv32, Conv32 | Conv64), Dense(128),
+# dropout 0.1: 4.8 million multiply-adds per image, 17.4 TFLOP for the whole fit (the old two-stage
+# network took 19 million and 138 TFLOP). Augmentation (pens thicker and thinner, then small
+# rotations, shifts and zooms in one resampling), label smoothing 0.1, AdamW (weight decay 0.05) with
+# a one-cycle schedule over 10 epochs, `auto` precision, all 60,000 training images (no validation
+# split: the model is the last epoch; `--validation-examples 5000` brings a held-out monitor back).
+# Command: `mnist-tf train`: 99.66% test accuracy (median of 3 seeds), 133-140 s of fit on a 2-core
+# AMD EPYC Zen 4 (docs/performance.md, which lists what was tried; docs/person-made.md for pictures
+# people make). `make train` adds `--time-budget 10m`, which cuts epochs on a slower CPU.
 DEFAULT = Config()  # the dataclass's own defaults are this recipe
 
 PRESETS: dict[str, Config] = {"default": DEFAULT, "fast": FAST, "seed": SEED}
@@ -76,7 +77,7 @@ def preset(name: str) -> Config:
 
 # Test accuracy of the `default` recipe trained for N epochs (its schedule made for N), as
 # `--time-budget` plans it on a slower CPU: median of measured runs (docs/performance.md).
-DEFAULT_ACCURACY_BY_EPOCHS: dict[int, float] = {}
+DEFAULT_ACCURACY_BY_EPOCHS: dict[int, float] = {10: 0.9966}
 
 
 def expected_accuracy(cfg: Config) -> dict[int, float] | None:

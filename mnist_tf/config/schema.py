@@ -50,10 +50,10 @@ class Config:
     """
 
     # Model.
-    stages: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))
+    stages: tuple[tuple[int, ...], ...] = ((32,), (32, 32), (64,))
     first_stride: int = 1
-    dense_units: tuple[int, ...] = (256,)
-    dropout: float = 0.25
+    dense_units: tuple[int, ...] = (128,)
+    dropout: float = 0.1
     bn_momentum: float = 0.9
 
     # Optimisation.
@@ -64,7 +64,7 @@ class Config:
     label_smoothing: float = 0.1  # Share of each target spread evenly over the 10 classes.
     schedule: str = "onecycle"
     batch_size: int = 128
-    epochs: int = 20
+    epochs: int = 10
 
     # Data.
     validation_examples: int = 0

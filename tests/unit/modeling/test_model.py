@@ -11,16 +11,16 @@ from mnist_tf.modeling.network import build_model
     "cfg, params",
     [
         (config.SEED, 416 + 18_688 + 1_606_144 + 1_290),
-        # default: convs 1->32, 32->32 at 28x28, 32->64, 64->64 at 14x14 (each + BN 4*filters);
-        # two pools leave 7*7*64 = 3,136 features for Dense(256) + BN; logits 256*10 + 10.
+        # default: conv 1->32 at 28x28, pool, 32->32, 32->32 at 14x14, pool, 32->64 at 7x7, pool (each conv
+        # + BN 4*filters): 3*3*64 = 576 features for Dense(128) + BN; logits 128*10 + 10.
         (
             config.DEFAULT,
             (9 * 32 + 128)
             + (9 * 32 * 32 + 128)
+            + (9 * 32 * 32 + 128)
             + (9 * 32 * 64 + 256)
-            + (9 * 64 * 64 + 256)
-            + (3_136 * 256 + 4 * 256)
-            + (256 * 10 + 10),
+            + (576 * 128 + 512)
+            + (128 * 10 + 10),
         ),
         # fast: 1->32 (stride 2), 32->32, pool, 32->64, pool: 3*3*64 = 576 features for Dense(128).
         (
