@@ -73,17 +73,34 @@ class Plan:
             f"time budget {minutes(self.budget_seconds)}: {epochs(self.epochs)}, about "
             f"{minutes(self.planned_seconds)} on this CPU ({self.step_seconds * 1000:.0f} ms per step)"
         )
-        if expected and self.epochs in expected:
-            line += f"; expect about {expected[self.epochs]:.1%}"
+        accuracy = expect(expected, self.epochs)
+        if accuracy is not None:
+            line += f"; expect about {accuracy:.2%}"
         if self.epochs < self.recipe_epochs:
             line += (
                 f". The recipe's {epochs(self.recipe_epochs)} would take about "
                 f"{minutes(self.recipe_epochs * self.epoch_seconds)} here"
             )
-            if expected and self.recipe_epochs in expected:
-                line += f" for about {expected[self.recipe_epochs]:.1%}"
+            recipe_accuracy = expect(expected, self.recipe_epochs)
+            if recipe_accuracy is not None:
+                line += f" for about {recipe_accuracy:.2%}"
             line += "; pass a larger --time-budget for them"
         return line
+
+
+def expect(measured: dict[int, float] | None, epochs: int) -> float | None:
+    """The test accuracy measured at `epochs`, or read off the line between the two nearest measured
+    epoch counts; None outside what was measured."""
+    if not measured:
+        return None
+    if epochs in measured:
+        return measured[epochs]
+    below = [e for e in measured if e < epochs]
+    above = [e for e in measured if e > epochs]
+    if not below or not above:
+        return None
+    low, high = max(below), min(above)
+    return measured[low] + (measured[high] - measured[low]) * (epochs - low) / (high - low)
 
 
 def step_seconds(cfg: Config, datasets: Datasets, strategy: tf.distribute.Strategy) -> float:

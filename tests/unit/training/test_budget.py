@@ -37,12 +37,14 @@ def test_the_plan_fits_whole_epochs_inside_the_budget_and_never_more_than_the_re
 
 def test_the_plan_line_says_what_a_cut_costs():
     plan = budget.Plan(600.0, 20, 9, 0.1, 600, 61.0)
-    line = plan.describe({9: 0.9951, 20: 0.997})
+    line = plan.describe({5: 0.9941, 13: 0.9957, 20: 0.997})
     assert line.startswith("time budget 10.0 min: 9 epochs, about 9.2 min on this CPU (100 ms per step)")
     assert (
-        "expect about 99.5%" in line and "The recipe's 20 epochs would take about 20.3 min here for about 99.7%" in line
+        "expect about 99.49%"
+        in line  # halfway from 5 to 13 epochs and "The recipe's 20 epochs would take about 20.3 min here for about 99.70%" in line
     )
     assert "would take" not in budget.Plan(600.0, 9, 9, 0.1, 600, 61.0).describe()
+    assert "expect" not in budget.Plan(600.0, 20, 3, 0.1, 600, 61.0).describe({5: 0.9941, 20: 0.997})
 
 
 def test_a_resumed_run_keeps_its_plan_without_measuring(tmp_path):
