@@ -55,17 +55,22 @@ class Plan:
     step_seconds: float
     steps_per_epoch: int
     epoch_seconds: float  # the estimate: steps x step time + overhead
+    startup_seconds: float = 0.0  # the first step's tracing and compiling, paid once
 
     @property
     def planned_seconds(self) -> float:
-        return self.epochs * self.epoch_seconds
+        return self.startup_seconds + self.epochs * self.epoch_seconds
+
+    def seconds_left(self, epochs_done: int) -> float:
+        """The budget a run resumed after `epochs_done` epochs may still spend (at least one epoch's worth)."""
+        return max(self.epoch_seconds, self.budget_seconds - epochs_done * self.epoch_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "planned_seconds": round(self.planned_seconds, 1)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
     def describe(self, expected: dict[int, float] | None = None) -> str:
         """One line for the start of a run: what was planned, what it costs against the recipe."""
@@ -79,7 +84,7 @@ class Plan:
         if self.epochs < self.recipe_epochs:
             line += (
                 f". The recipe's {epochs(self.recipe_epochs)} would take about "
-                f"{minutes(self.recipe_epochs * self.epoch_seconds)} here"
+                f"{minutes(self.startup_seconds + self.recipe_epochs * self.epoch_seconds)} here"
             )
             recipe_accuracy = expect(expected, self.recipe_epochs)
             if recipe_accuracy is not None:
@@ -103,33 +108,54 @@ def expect(measured: dict[int, float] | None, epochs: int) -> float | None:
     return measured[low] + (measured[high] - measured[low]) * (epochs - low) / (high - low)
 
 
-def step_seconds(cfg: Config, datasets: Datasets, strategy: tf.distribute.Strategy) -> float:
-    """The median seconds of one training step of `cfg` on real batches of `datasets.train`.
+class _StepTimer(keras.callbacks.Callback):
+    """The wall-clock time between the ends of consecutive training steps in `fit`."""
 
-    A throwaway copy of the model is compiled and trained for a few steps, in the
-    strategy's scope, so the run's own model and optimizer start untouched.
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def step_seconds(cfg: Config, datasets: Datasets, strategy: tf.distribute.Strategy) -> tuple[float, float]:
+    """The median seconds of one training step of `cfg` in `fit` on real batches of `datasets.train`,
+    and the seconds its first step took (tracing and compiling, which the run pays once).
+
+    A throwaway copy of the model is compiled and fitted for a few steps, in the
+    strategy's scope, so the run's own model and optimizer start untouched. Timing
+    `fit` itself, not single calls, counts what a real epoch pays per step: the
+    input pipeline and augmentation, the training loop and its callbacks.
     """
     steps_per_epoch = math.ceil(datasets.train_examples / cfg.batch_size)
     with strategy.scope():
         model = compile_model(build_model(cfg), cfg, steps_per_epoch, strategy.num_replicas_in_sync)
-    batches = iter(datasets.train.repeat())
-    times = []
-    for step in range(WARMUP_STEPS + TIMED_STEPS):
-        images, labels = next(batches)
-        start = time.perf_counter()
-        model.train_on_batch(images, labels)
-        if step >= WARMUP_STEPS:
-            times.append(time.perf_counter() - start)
+    timer = _StepTimer()
+    model.fit(
+        datasets.train.repeat(), epochs=1, steps_per_epoch=WARMUP_STEPS + TIMED_STEPS, callbacks=[timer], verbose=0
+    )
     del model
-    return statistics.median(times)
+    gaps = [b - a for a, b in zip(timer.ends, timer.ends[1:])][WARMUP_STEPS - 1 :]
+    return statistics.median(gaps), timer.ends[0] - timer.start
 
 
-def make_plan(cfg: Config, budget_seconds: float, seconds_per_step: float, train_examples: int) -> Plan:
-    """The most epochs of `cfg` (at least one) whose estimated time fits `budget_seconds`."""
+def make_plan(
+    cfg: Config, budget_seconds: float, seconds_per_step: float, train_examples: int, startup_seconds: float = 0.0
+) -> Plan:
+    """The most epochs of `cfg` (at least one) whose estimated time, start-up included, fits `budget_seconds`."""
     steps = math.ceil(train_examples / cfg.batch_size)
     epoch_seconds = steps * seconds_per_step + EPOCH_OVERHEAD_SECONDS
-    epochs = max(1, min(cfg.epochs, int(budget_seconds // epoch_seconds)))
-    return Plan(budget_seconds, cfg.epochs, epochs, round(seconds_per_step, 5), steps, round(epoch_seconds, 3))
+    epochs = max(1, min(cfg.epochs, int((budget_seconds - startup_seconds) // epoch_seconds)))
+    return Plan(
+        budget_seconds,
+        cfg.epochs,
+        epochs,
+        round(seconds_per_step, 5),
+        steps,
+        round(epoch_seconds, 3),
+        round(startup_seconds, 2),
+    )
 
 
 def read_plan(run: RunDir) -> Plan | None:
@@ -145,7 +171,8 @@ def planned(cfg: Config, run: RunDir, datasets: Datasets, strategy: tf.distribut
     kept = read_plan(run)
     if kept is not None:
         return kept, False
-    new = make_plan(cfg, cfg.time_budget, step_seconds(cfg, datasets, strategy), datasets.train_examples)
+    per_step, startup = step_seconds(cfg, datasets, strategy)
+    new = make_plan(cfg, cfg.time_budget, per_step, datasets.train_examples, startup)
     write_json(run.plan, new.to_dict(), "the run's time plan")
     return new, True
 

@@ -131,7 +131,8 @@ def train(
     if run_cfg.time_budget is not None:
         plan = _plan(run_cfg, run, datasets, dist)
         run_cfg = run_cfg.replace(epochs=plan.epochs)
-        guard = [budget.BudgetGuard(plan.budget_seconds)]
+        found = resume.latest_state(run.backup)
+        guard = [budget.BudgetGuard(plan.seconds_left(epochs_done=found[1] if found else 0))]
     model = _build(run_cfg, dist, datasets.train_examples)
     fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks])
     return Trained(run_cfg, precision_decision, dist, datasets, data_seconds, fitted, plan)

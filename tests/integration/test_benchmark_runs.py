@@ -109,7 +109,8 @@ def test_keras_reference_runs_and_is_read_for_real(tmp_path):
     assert "error" not in run, run
     assert run["epochs"] == 1 and run["reached"] and 0.5 <= run["test_accuracy"] <= 1
     assert run["seconds_to_target"] > 0
-    assert run["curve"][0]["seconds"] == pytest.approx(run["seconds_to_target"], abs=0.05)
+    # The curve prints one decimal, the result line two: they agree to the curve's rounding.
+    assert run["curve"][0]["seconds"] == pytest.approx(run["seconds_to_target"], abs=0.05 + 1e-9)
     missing = references.keras_reference(_programs(), Source(manual_dir=tmp_path), threads=2, target=0.5)
     assert missing["error"].startswith("exit status 1:") and "No such file" in missing["error"]  # it read MNIST_GZ_DIR
 

@@ -33,6 +33,8 @@ def test_the_plan_fits_whole_epochs_inside_the_budget_and_never_more_than_the_re
     assert plan.planned_seconds <= 600 < plan.planned_seconds + plan.epoch_seconds
     assert budget.make_plan(cfg, 600.0, 0.001, 60000).epochs == 20  # a fast machine trains the recipe as it is
     assert budget.make_plan(cfg, 10.0, 0.1, 60000).epochs == 1  # at least one epoch
+    with_startup = budget.make_plan(cfg, 600.0, 0.1, 60000, startup_seconds=60.0)  # 540 s left: 8 epochs
+    assert with_startup.epochs == 8 and with_startup.planned_seconds == 60.0 + 8 * 61.0
 
 
 def test_the_plan_line_says_what_a_cut_costs():
@@ -45,6 +47,13 @@ def test_the_plan_line_says_what_a_cut_costs():
     )
     assert "would take" not in budget.Plan(600.0, 9, 9, 0.1, 600, 61.0).describe()
     assert "expect" not in budget.Plan(600.0, 20, 3, 0.1, 600, 61.0).describe({5: 0.9941, 20: 0.997})
+
+
+def test_a_resumed_run_may_spend_what_its_finished_epochs_left_of_the_budget():
+    plan = budget.Plan(300.0, 20, 4, 0.2, 300, 61.0)
+    assert plan.seconds_left(epochs_done=0) == 300.0
+    assert plan.seconds_left(epochs_done=2) == 178.0
+    assert plan.seconds_left(epochs_done=4) == 61.0  # never less than one epoch
 
 
 def test_a_resumed_run_keeps_its_plan_without_measuring(tmp_path):
