@@ -18,7 +18,9 @@ from mnist_tf.cli.common import data_options, main, note, start_tensorflow, user
     help="Run dir, .keras, SavedModel version folder or .tflite.",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder [MODEL's folder/evaluation]."
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Report folder [a run's evaluation/; beside any other model, never inside an export].",
 )
 @click.option(
     "--person-made",
@@ -42,7 +44,8 @@ def evaluate_command(
     """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
     start_tensorflow()
     from mnist_tf.evaluation import metrics
-    from mnist_tf.jobs import evaluate, person_made
+    from mnist_tf.jobs import evaluate
+    from mnist_tf.jobs import person_made as people
     from mnist_tf.training import runinfo
 
     report = evaluate.evaluate_model(
@@ -57,5 +60,5 @@ def evaluate_command(
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
     click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png")
     if report.person_made is not None:
-        click.echo(person_made.table(report.person_made))
+        click.echo(people.table(report.person_made))
         click.echo(f"wrote {report.out}/person_made.json and the pictures in {report.out}/person_made/sets")

@@ -66,6 +66,7 @@ def test_evaluate_writes_reports(finished_run, mock_mnist, tmp_path):
     assert len(report["per_class"]) == 10
     assert is_png(out / "confusion_matrix.png") and is_png(out / "misclassified.png")
     assert "precision" in result.output and "test accuracy" in result.output
+    assert not (out / "person_made.json").exists() and "person-made" not in result.output  # only with --person-made
 
 
 def test_evaluate_person_made_scores_every_set_by_both_paths(finished_run, mock_mnist, tmp_path):
