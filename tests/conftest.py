@@ -22,6 +22,9 @@ TEST_DATA_DIR = Path(os.environ.get("MNIST_TF_TEST_DATA_DIR", REPO / ".cache" / 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `--mixed-precision auto` caches its measurement here, not in the user's home.
 os.environ.setdefault("MNIST_TF_CACHE_DIR", str(REPO / ".cache" / "mnist-tf"))
+# The runtime settings probe (training.tuning) times every new network in child processes; tests train many
+# small networks, so they keep the defaults, except the tests of the probe itself.
+os.environ.setdefault("MNIST_TF_TUNE", "off")
 
 
 def archives_present() -> bool:

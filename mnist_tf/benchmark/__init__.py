@@ -116,7 +116,7 @@ def measure(
         raise UserError(
             f"--part compare compares the {' and '.join(compare.PRESETS)} presets: choose one with --preset"
         )
-    threads = set_threads(settings.threads)
+    threads = set_threads(settings.threads, settings.inter_op)
     result: dict[str, Any] = {"machine": machine(), "threads": threads, "settings": dataclasses.asdict(settings)}
     if "peak" in parts or "throughput" in parts:
         progress("peak: timing large matmuls (float32, bfloat16)")

@@ -175,7 +175,7 @@ def seed_comparison(
     training images/s over as many steps of its batch after a warm-up of as many (`training_throughput`); yields
     the comparison so far after every measurement."""
     from mnist_tf.config import preset
-    from mnist_tf.training import precision
+    from mnist_tf.training import precision, tuning
     from mnist_tf.training.setup import gpu_available
 
     program = programs / TORCH_PROGRAM
@@ -187,11 +187,14 @@ def seed_comparison(
     else:
         reference["torch"] = torch["torch"]
     cfg = preset("seed")
-    chosen, decision = precision.resolve(cfg, gpu_available())  # the precision `mnist-tf train --preset seed` uses
-    cfg = cfg.replace(mixed_precision=chosen)
+    # The settings and precision `mnist-tf train --preset seed` uses here (the CLI set oneDNN before TensorFlow).
+    tuned, tuned_decision = tuning.resolve(cfg)
+    chosen, decision = precision.resolve(cfg, gpu_available())
+    cfg = tuning.apply(cfg, tuned).replace(mixed_precision=chosen)
     measure = dataclasses.replace(settings, throughput_images=steps * cfg.batch_size, repeats=1)
     project: dict[str, Any] = {
-        "precision": chosen, "precision_decision": decision, "steps": steps, "batch_size": cfg.batch_size, "runs": [],
+        "precision": chosen, "precision_decision": decision, "settings": tuned_decision, "steps": steps,
+        "batch_size": cfg.batch_size, "runs": [],
     }  # fmt: skip
     comparison = {"reference": reference, "project": project}
     for i, seed in enumerate(settings.seeds, 1):

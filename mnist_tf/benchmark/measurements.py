@@ -35,6 +35,7 @@ class Settings:
     presets: tuple[str, ...] = tuple(PRESETS)
     seeds: tuple[int, ...] = (1, 2, 3)
     threads: int = os.cpu_count() or 1
+    inter_op: int = 1  # TF's inter-op pool in the benchmark's own process (`training.tuning` measures it)
     throughput_images: int = 6144  # images per timed repeat
     repeats: int = 3
     latency_images: int = 300
@@ -171,9 +172,19 @@ def matmul_peak(dtype: str, size: int = 1024, repeats: int = 5, iterations: int 
     return 2 * size**3 * iterations / best / 1e9
 
 
-def measure_peak() -> dict[str, float]:
-    """GFLOP/s of `matmul_peak` in float32 and bfloat16: the peak the throughput fractions divide by."""
-    return {dtype: round(matmul_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
+# oneDNN instruction-set limits (ONEDNN_MAX_CPU_ISA) under which it has no bfloat16 matmul: asked for one,
+# it aborts the process instead of raising.
+NO_BF16_ISA = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def measure_peak() -> dict[str, float | None]:
+    """GFLOP/s of `matmul_peak` in float32 and bfloat16: the peak the throughput fractions divide by.
+    bfloat16 is None where oneDNN is held to an instruction set without it."""
+    limited = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA
+    return {
+        dtype: None if dtype == "bfloat16" and limited else round(matmul_peak(dtype), 1)
+        for dtype in ("float32", "bfloat16")
+    }
 
 
 def forward_flops(model: Any) -> int:

@@ -21,7 +21,8 @@ def tables(result: dict[str, Any]) -> str:
     ]
     if "peak_gflops" in result:
         p = result["peak_gflops"]
-        out.append(f"\nMeasured matmul peak: float32 {p['float32']:.0f} GFLOP/s, bfloat16 {p['bfloat16']:.0f} GFLOP/s.")
+        bf16 = f"{p['bfloat16']:.0f} GFLOP/s" if p.get("bfloat16") is not None else "not available (ONEDNN_MAX_CPU_ISA)"
+        out.append(f"\nMeasured matmul peak: float32 {p['float32']:.0f} GFLOP/s, bfloat16 {bf16}.")
     if "throughput" in result:
         out += throughput_table(result["throughput"])
     if "accuracy" in result:

@@ -129,16 +129,22 @@ def _test_accuracy_callback(test_images: np.ndarray, test_labels: np.ndarray):
 def _train_child(cfg: Config, run_dir: str, source: Any, threads: int, queue: Any) -> None:
     """Runs in a fresh process, so each run's memory and TF state are its own."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mnist_tf.training import tuning
+
+    # The settings `mnist-tf train` would use here (measured once per machine), set before TensorFlow starts.
+    chosen, tuned = tuning.resolve(cfg)
+    tuning.before_tensorflow(chosen)
     from mnist_tf.data import pipeline
     from mnist_tf.jobs.train import train_and_evaluate
     from mnist_tf.training import setup
 
-    setup.set_threads(threads)
+    setup.set_threads(*tuning.threads_within(chosen, threads))
+    cfg = tuning.apply(cfg, chosen)
 
     try:
         images, labels = pipeline.arrays("test", source)
         log = _test_accuracy_callback(images, labels)
-        metrics = train_and_evaluate(cfg, Path(run_dir), source, overwrite=True, extra_callbacks=[log])
+        metrics = train_and_evaluate(cfg, Path(run_dir), source, overwrite=True, extra_callbacks=[log], tuning=tuned)
         fit_seconds = metrics["train_seconds"] - log.eval_seconds
         queue.put(
             {

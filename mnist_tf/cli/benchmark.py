@@ -75,6 +75,14 @@ def benchmark_command(
     OUT/time_to_accuracy.png. Run it on an otherwise idle machine: with three
     seeds, the parts together take most of an hour on 2 CPU cores.
     """
+    from mnist_tf.training import tuning
+
+    inter_op = 1
+    if "compare" in (parts or choices.BENCHMARK_PARTS) and "seed" in (presets or config.PRESETS):
+        # The seed preset is timed in this process: its measured settings are set before TensorFlow starts.
+        chosen, _ = tuning.resolve(config.preset("seed"), progress=lambda line: note(f"settings: {line}"))
+        tuning.before_tensorflow(chosen)
+        inter_op = tuning.threads_within(chosen, threads)[1]
     start_tensorflow()
     from mnist_tf import benchmark
     from mnist_tf.training import runinfo
@@ -83,6 +91,7 @@ def benchmark_command(
         presets=presets or benchmark.Settings.presets,
         seeds=tuple(range(1, seeds + 1)),
         threads=threads,
+        inter_op=inter_op,
         serve_seconds=serve_seconds,
         bench_dir=bench_dir,
     )

@@ -51,7 +51,7 @@ def _duration(text: str) -> float:
     type=click.Choice(["auto", "on", "off"]),
     is_flag=False,
     flag_value="on",
-    help="XLA-compile steps; auto: on with a GPU, off on CPU (a bare --jit means on) [auto]. "
+    help="XLA-compile steps; auto: on with a GPU, on a CPU as measured there (a bare --jit means on) [auto]. "
     "A run may resume with another --jit, --strategy, --deterministic or steps_per_execution.",
 )
 @click.option("--no-jit", is_flag=True, hidden=True, help="Same as --jit off (kept for old scripts).")
@@ -110,11 +110,7 @@ def train(
 
     Re-running the same command after an interruption resumes the run.
     """
-    # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
-    start_tensorflow()
-    from mnist_tf.data import sources
-    from mnist_tf.jobs import train
-    from mnist_tf.training import setup, signals
+    from mnist_tf.training import tuning
 
     options = {name: value for name, value in overrides.items() if value is not None}  # None: not given
     if jit or no_jit:
@@ -122,12 +118,23 @@ def train(
     cfg = config.configure(config.preset(preset), options, settings)
     run_dir = run_dir or Path("runs") / preset
     click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
+    # oneDNN and the thread pools are fixed when TensorFlow starts: the settings are decided first.
+    chosen, tuned = tuning.resolve(cfg, progress=lambda line: click.echo(f"settings: {line}", err=True))
+    tuning.before_tensorflow(chosen)
+    # No TensorFlow op may run before train_and_evaluate makes the strategy (multi-worker needs that).
+    start_tensorflow()
+    from mnist_tf.data import sources
+    from mnist_tf.jobs import train
+    from mnist_tf.training import setup, signals
+
+    cfg = tuning.apply(cfg, chosen)
     click.echo("config: " + json.dumps(cfg.to_dict()))
-    click.echo("threads: " + json.dumps(setup.set_threads()))
+    click.echo(tuning.describe(tuned))
+    click.echo("threads: " + json.dumps(setup.set_threads(chosen.intra_op, chosen.inter_op)))
     try:
         with signals.signals_as_interrupts():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
             metrics = train.train_and_evaluate(
-                cfg, run_dir, sources.Source.from_options(data_dir, manual_dir), overwrite, strategy
+                cfg, run_dir, sources.Source.from_options(data_dir, manual_dir), overwrite, strategy, tuning=tuned
             )
     except KeyboardInterrupt as e:
         stopped = "Stopped by SIGTERM" if isinstance(e, signals.Terminated) else "Interrupted"

@@ -27,7 +27,7 @@ from mnist_tf.core.files import write_json
 # speed (and bit-for-bit repeatability), never the recipe; the time budget is planned once, when a run
 # starts, and kept. A run may resume with other values; every other field is the run's identity.
 # Mixed precision changes the numerics, so it is identity.
-RUNTIME = ("jit", "steps_per_execution", "deterministic", "time_budget")
+RUNTIME = ("jit", "steps_per_execution", "deterministic", "time_budget", "augment_calls")
 
 
 class ConfigError(UserError):
@@ -82,6 +82,8 @@ class Config:
     # Seconds of fit the run may take; None: no budget. The first steps are timed and the epochs (and the
     # schedule's length) planned to end inside it (`training.budget`). A resumed run keeps its plan.
     time_budget: float | None = None
+    # Batches augmented side by side; None: as measured on this CPU (`training.tuning`), else half the cores.
+    augment_calls: int | None = None
 
     def __post_init__(self) -> None:
         # JSON round trips give lists (and whole numbers for floats): conform them, so configs compare equal.
@@ -212,6 +214,11 @@ def _validate(cfg: Config) -> None:
     check(0.0 <= cfg.momentum < 1.0, "momentum", f"momentum must be in [0, 1), got {cfg.momentum}")
     check(cfg.weight_decay >= 0.0, "weight_decay", f"weight decay must be >= 0, got {cfg.weight_decay}")
     check(1 <= cfg.batch_size <= 65536, "batch_size", f"batch size must be in 1..65536, got {cfg.batch_size}")
+    check(
+        cfg.augment_calls is None or 1 <= cfg.augment_calls <= 64,
+        "augment_calls",
+        f"augment calls must be in 1..64 or none, got {cfg.augment_calls}",
+    )
     check(
         1 <= cfg.steps_per_execution <= 1000,
         "steps_per_execution",

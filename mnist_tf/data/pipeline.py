@@ -22,9 +22,12 @@ PREFETCH_BATCHES = 2
 
 
 def augment_calls(cfg: Config) -> int:
-    """Batches augmented side by side: half the cores, at least one; one for a `deterministic` run,
-    so the seeded random stream is drawn in a fixed order."""
-    return 1 if cfg.deterministic else max(1, (os.cpu_count() or 1) // 2)
+    """Batches augmented side by side: `cfg.augment_calls` (measured per CPU by `training.tuning`), else
+    half the cores, at least one; one for a `deterministic` run, so the seeded random stream is drawn in a
+    fixed order."""
+    if cfg.deterministic:
+        return 1
+    return cfg.augment_calls or max(1, (os.cpu_count() or 1) // 2)
 
 
 def finish(ds: tf.data.Dataset) -> tf.data.Dataset:

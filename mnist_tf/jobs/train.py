@@ -31,6 +31,7 @@ def train_and_evaluate(
     overwrite: bool = False,
     strategy: str = "default",
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the last
     checkpoint on the test split and returns the metrics written to metrics.json.
@@ -41,6 +42,7 @@ def train_and_evaluate(
     run-dir checks and before any other TensorFlow op, as multi-worker training
     requires. A non-chief worker trains its share and returns None.
     `extra_callbacks` join fit's own (the benchmark uses one to time accuracy).
+    `tuning` is how the runtime settings were chosen (`training.tuning.resolve`), for metrics.json.
     """
     role = distribute.role(strategy)
     chief_dir = Path(run_dir)
@@ -51,10 +53,12 @@ def train_and_evaluate(
             shutil.rmtree(run_dir, ignore_errors=True)  # The chief holds the run; this was scratch.
             print(f"{role.name} finished; the chief writes the run to {chief_dir}", file=sys.stderr)
             return None
-        return _evaluate_and_record(cfg, RunDir(run_dir), role, trained)
+        return _evaluate_and_record(cfg, RunDir(run_dir), role, trained, tuning)
 
 
-def _evaluate_and_record(cfg: Config, run: RunDir, role: distribute.Role, trained: fit.Trained) -> dict[str, Any]:
+def _evaluate_and_record(
+    cfg: Config, run: RunDir, role: distribute.Role, trained: fit.Trained, tuning: dict[str, Any] | None
+) -> dict[str, Any]:
     """Evaluates the trained model.keras on the test split and writes metrics.json, which marks the run finished."""
     history = fit.read_history(run.history)
     plots.learning_curves(history, run.learning_curves)
@@ -64,6 +68,7 @@ def _evaluate_and_record(cfg: Config, run: RunDir, role: distribute.Role, traine
         **_scores_and_times(result, history, trained),
         **fit.environment(trained.cfg, trained.strategy, role),
         "mixed_precision": trained.precision,
+        "settings": tuning,
         "time_budget": trained.plan.to_dict() if trained.plan else None,
         "config": cfg.to_dict(),
         "test": result.to_dict(),

@@ -234,11 +234,22 @@ def _fit(
     return Fitted(losses, seconds, epochs_before if resuming else None)
 
 
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels in this process (TF_ENABLE_ONEDNN_OPTS); None if it cannot say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
 def environment(cfg: Config, dist: tf.distribute.Strategy, role: distribute.Role) -> dict[str, Any]:
     """metrics.json's account of where the run computed: XLA, device, threads, strategy, versions."""
     return {
         "jit_compile": resolve_jit(cfg, dist.num_replicas_in_sync),
         "device": "GPU" if gpu_available() else "CPU",
+        "onednn": onednn_enabled(),
         "machine": machine.describe(),
         "threads": {  # 0 is TensorFlow's "one per core"
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),

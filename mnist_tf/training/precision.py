@@ -12,8 +12,6 @@ only the first run on a machine pays the few seconds of the probe.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -23,19 +21,17 @@ import numpy as np
 
 from mnist_tf.config import Config
 from mnist_tf.core.files import write_json
-from mnist_tf.core.machine import cpu_name
 from mnist_tf.modeling.network import build_model
 from mnist_tf.training.setup import compile_model
+from mnist_tf.training.tuning import cache_dir, machine_key, network_key, read_cache
 
-CACHE_ENV = "MNIST_TF_CACHE_DIR"
 MARGIN = 0.05  # A 16-bit precision must be at least 5% faster than float32 to be chosen.
 WARMUP_STEPS = 3
 TIMED_STEPS = 8
 
 
 def cache_path() -> Path:
-    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-tf"
-    return Path(base) / "precision.json"
+    return cache_dir() / "precision.json"
 
 
 def candidates(gpu: bool) -> tuple[str, ...]:
@@ -45,10 +41,8 @@ def candidates(gpu: bool) -> tuple[str, ...]:
 def cache_key(cfg: Config, gpu: bool) -> str:
     import tensorflow as tf
 
-    device = "GPU " + ",".join(d.name for d in tf.config.list_physical_devices("GPU")) if gpu else cpu_name()
-    stride = f" first_stride={cfg.first_stride}" if cfg.first_stride != 1 else ""  # absent at 1: older keys still match
-    network = f"stages={list(map(list, cfg.stages))}{stride} dense={list(cfg.dense_units)} batch={cfg.batch_size}"
-    return f"{device} | tensorflow {tf.__version__} | {network}"
+    device = "GPU " + ",".join(d.name for d in tf.config.list_physical_devices("GPU")) if gpu else machine_key()
+    return f"{device} | tensorflow {tf.__version__} | {network_key(cfg)}"
 
 
 def step_ms(cfg: Config, precision: str) -> float:
@@ -70,10 +64,25 @@ def step_ms(cfg: Config, precision: str) -> float:
     return statistics.median(times)
 
 
-def choose(timings: dict[str, float]) -> str:
-    """The fastest precision, unless it is within MARGIN of float32 ("off")."""
-    fastest = min(timings, key=timings.get)
-    return fastest if timings[fastest] < (1 - MARGIN) * timings["off"] else "off"
+def _timed(cfg: Config, precision: str) -> float | None:
+    """`step_ms` rounded, or None where this machine's kernels cannot run the precision (oneDNN held to an
+    older instruction set by ONEDNN_MAX_CPU_ISA refuses bfloat16 convolutions, for one)."""
+    import tensorflow as tf
+
+    try:
+        return round(step_ms(cfg, precision), 2)
+    except tf.errors.OpError:
+        return None
+
+
+def choose(timings: dict[str, float | None]) -> str:
+    """The fastest precision, unless it is within MARGIN of float32 ("off"); one that could not run (None)
+    never wins."""
+    ran = {p: ms for p, ms in timings.items() if ms is not None}
+    if not ran:
+        return "off"
+    fastest = min(ran, key=ran.get)
+    return fastest if "off" not in ran or ran[fastest] < (1 - MARGIN) * ran["off"] else "off"
 
 
 def resolve(cfg: Config, gpu: bool = False) -> tuple[str, dict[str, Any]]:
@@ -86,13 +95,10 @@ def resolve(cfg: Config, gpu: bool = False) -> tuple[str, dict[str, Any]]:
         return cfg.mixed_precision, {"chosen": cfg.mixed_precision, "how": "set"}
     key = cache_key(cfg, gpu)
     path = cache_path()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_cache(path)
     if key in cache and cache[key].get("chosen") in candidates(gpu):
         return cache[key]["chosen"], {**cache[key], "how": "cached", "cache": str(path)}
-    timings = {p: round(step_ms(cfg, p), 2) for p in candidates(gpu)}
+    timings = {p: _timed(cfg, p) for p in candidates(gpu)}
     decision = {"chosen": choose(timings), "step_ms": timings, "machine": key}
     try:
         write_json(path, {**cache, key: decision})
@@ -107,5 +113,8 @@ def describe(decision: dict[str, Any]) -> str:
     chosen = names[decision["chosen"]]
     if decision["how"] == "set":
         return f"mixed precision: {chosen}"
-    timings = ", ".join(f"{names[p]} {ms:.1f} ms" for p, ms in decision["step_ms"].items())
+    timings = ", ".join(
+        f"{names[p]} {ms:.1f} ms" if ms is not None else f"{names[p]} cannot run"
+        for p, ms in decision["step_ms"].items()
+    )
     return f"mixed precision: {chosen} (auto, {decision['how']}: one training step takes {timings} on this machine)"

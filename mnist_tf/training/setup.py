@@ -12,19 +12,20 @@ from mnist_tf.modeling.losses import make_loss
 from mnist_tf.modeling.optimizer import make_optimizer
 
 
-def set_threads(threads: int | None = None) -> dict[str, int]:
+def set_threads(threads: int | None = None, inter_op: int = 1) -> dict[str, int]:
     """Pins TensorFlow's thread pools; call before any TensorFlow op runs.
 
     intra-op = `threads` (default: every core), so one op, e.g. a convolution,
-    uses all of them; inter-op = 1, because this network is a chain of layers
-    with little to run side by side, and a second pool would oversubscribe a
-    small CPU. tf.data keeps its own pool, one thread per core, for the input
+    uses all of them; inter-op = 1 by default, because this network is a chain
+    of layers with little to run side by side, and a second pool would
+    oversubscribe a small CPU (`mnist-tf train` uses the split `training.tuning`
+    measured). tf.data keeps its own pool, one thread per core, for the input
     pipeline. Returns what was set.
     """
     threads = threads or os.cpu_count() or 1
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError:  # TensorFlow already started in this process (a notebook, a test): keep its pools.
         pass
     return {

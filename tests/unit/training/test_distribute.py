@@ -75,7 +75,7 @@ def test_jit_and_strategy_options_reach_the_library(args, jit, strategy, monkeyp
 
     seen = {}
 
-    def fake_train(cfg, run_dir, source, overwrite, strategy):
+    def fake_train(cfg, run_dir, source, overwrite, strategy, **_):
         seen.update(cfg=cfg, strategy=strategy)
         raise UserError("stop here")
 

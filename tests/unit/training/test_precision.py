@@ -6,12 +6,12 @@ import pytest
 from helpers import QUICK, run
 
 from mnist_tf import config
-from mnist_tf.training import precision
+from mnist_tf.training import precision, tuning
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path))
     return tmp_path / "precision.json"
 
 
