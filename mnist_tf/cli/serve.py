@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from mnist_tf.cli.common import main, start_tensorflow, user_errors
+from mnist_tf.core.errors import UserError
 
 
 @main.command(name="serve")
@@ -21,7 +23,19 @@ from mnist_tf.cli.common import main, start_tensorflow, user_errors
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8501, help="Port (TF Serving's REST port; 0: any free one)."
 )
-@click.option("--max-body-bytes", type=click.IntRange(1), default=16 * 1024 * 1024, help="Largest request body.")
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=8500,
+    help="Port of TF Serving's gRPC API, on the same --host (0: any free one).",
+)
+@click.option("--no-grpc", is_flag=True, help="Serve the REST API only, with no gRPC port.")
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1),
+    default=16 * 1024 * 1024,
+    help="Largest request body (REST) or message (gRPC).",
+)
 @click.option("--max-instances", type=click.IntRange(1), default=256, help="Most instances (images) per request.")
 @click.option(
     "--max-image-pixels", type=click.IntRange(1), default=16_000_000, help="Largest encoded image, in pixels."
@@ -41,6 +55,8 @@ def serve_command(
     model_base: Path,
     host: str,
     port: int,
+    grpc_port: int,
+    no_grpc: bool,
     max_body_bytes: int,
     max_instances: int,
     max_image_pixels: int,
@@ -48,10 +64,13 @@ def serve_command(
     threads: int,
     max_batch_size: int,
 ) -> None:
-    """Serve a model with TF Serving's REST API and a draw-a-digit page.
+    """Serve a model with TF Serving's REST and gRPC APIs and a draw-a-digit page.
 
     A development server: run TF Serving in production; the same clients work against both.
     """
+    if no_grpc and click.get_current_context().get_parameter_source("grpc_port") != ParameterSource.DEFAULT:
+        raise UserError("--grpc-port and --no-grpc contradict each other: pass one of them")
+
     start_tensorflow()
     from mnist_tf.serve.limits import Limits
     from mnist_tf.serve.server import is_loopback, serve
@@ -61,9 +80,12 @@ def serve_command(
             f"warning: listening on {host}: other machines can reach this server; it has no authentication", err=True
         )
 
-    def ready(url: str, version: int) -> None:
-        click.echo(f"serving {model_base} version {version} at {url}/v1/models/mnist, page at {url}/ (Ctrl-C stops)")
+    def ready(url: str, grpc_address: str | None, version: int) -> None:
+        grpc = f", gRPC at {grpc_address}" if grpc_address else ""
+        click.echo(
+            f"serving {model_base} version {version} at {url}/v1/models/mnist{grpc}, page at {url}/ (Ctrl-C stops)"
+        )
 
     limits = Limits(max_body_bytes, max_instances, max_image_pixels)
-    serve(model_base, host, port, limits, poll_seconds, threads, max_batch_size, ready)
+    serve(model_base, host, port, limits, poll_seconds, threads, max_batch_size, ready, None if no_grpc else grpc_port)
     click.echo("stopped")

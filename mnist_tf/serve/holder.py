@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from mnist_tf.core.contract import DEFAULT_SIGNATURE, MODEL_NAME
 from mnist_tf.core.errors import UserError
 from mnist_tf.export.saved_model import versions
 from mnist_tf.serve.batching import Batcher
-from mnist_tf.serve.rest import RestError, invalid
+from mnist_tf.serve.status import CODES, from_tf_code, invalid, not_found
 
 log = logging.getLogger("mnist_tf.serve")
 
@@ -38,59 +39,61 @@ class Servable:
     signature_defs: Any  # the MetaGraphDef's map of SignatureDef protos
 
     def input_specs(self, signature: str) -> dict[str, str]:
-        """Input name -> TF dtype name ("uint8", "string", ...), or RestError 400 for an unknown signature."""
-        from tensorflow.core.framework import types_pb2
+        """Input name -> TF dtype name ("uint8", "string", ...); INVALID_ARGUMENT for an unknown signature."""
+        return {name: dtype_name(info.dtype) for name, info in sorted(self._signature(signature).inputs.items())}
 
+    def output_names(self, signature: str) -> list[str]:
+        return sorted(self._signature(signature).outputs)
+
+    def _signature(self, signature: str) -> Any:
         name = signature or DEFAULT_SIGNATURE
         if name not in self.signature_defs or name not in self.loaded.signatures:
             raise invalid(f'Serving signature name: "{name}" not found in signature def')
-        inputs = self.signature_defs[name].inputs
-        return {k: types_pb2.DataType.Name(inputs[k].dtype)[3:].lower() for k in sorted(inputs)}
+        return self.signature_defs[name]
 
-    def check_shapes(self, signature: str, tensors: dict[str, np.ndarray]) -> None:
-        """Refuses inputs whose shape the signature does not accept, in tf.ensure_shape's words."""
-        inputs = self.signature_defs[signature or DEFAULT_SIGNATURE].inputs
-        for name, array in tensors.items():
+    def check_inputs(self, signature: str, dtypes: Mapping[str, str], shapes: Mapping[str, Sequence[int]]) -> None:
+        """Refuses inputs the signature does not take: missing or unknown names (in TF Serving's words),
+        other dtypes, or shapes it does not accept (in tf.ensure_shape's words)."""
+        inputs = self._signature(signature).inputs
+        if set(dtypes) != set(inputs):
+            extra, missing = sorted(set(dtypes) - set(inputs)), sorted(set(inputs) - set(dtypes))
+            raise invalid(
+                f"input size does not match signature: {len(dtypes)}!={len(inputs)} "
+                f"len({{{','.join(sorted(dtypes))}}}) != len({{{','.join(sorted(inputs))}}}). "
+                f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+            )
+        for name in sorted(dtypes):
+            expected = dtype_name(inputs[name].dtype)
+            if dtypes[name] != expected:
+                raise invalid(f"Expects input {name} to be {expected} but {dtypes[name]} is provided")
+        for name, got in shapes.items():
             shape = inputs[name].tensor_shape
             if shape.unknown_rank:
                 continue
             expected = [d.size for d in shape.dim]
-            if len(expected) != array.ndim or any(e not in (-1, a) for e, a in zip(expected, array.shape)):
+            if len(expected) != len(got) or any(e not in (-1, a) for e, a in zip(expected, got)):
                 wanted = ",".join("?" if e == -1 else str(e) for e in expected)
-                got = ",".join(str(d) for d in array.shape)
-                raise invalid(f"Shape of tensor {name} [{got}] is not compatible with expected shape [{wanted}].")
+                raise invalid(
+                    f"Shape of tensor {name} [{','.join(map(str, got))}] is not compatible with expected shape [{wanted}]."
+                )
 
     def run(self, signature: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calls the signature (blocking); TF's errors become RestErrors with TF Serving's status codes."""
+        """Calls the signature (blocking); TF's errors become RequestErrors with their status codes."""
         import tensorflow as tf
 
         fn = self.loaded.signatures[signature or DEFAULT_SIGNATURE]
         try:
             outputs = fn(**{name: tf.constant(array) for name, array in tensors.items()})
         except tf.errors.OpError as e:
-            raise RestError(_HTTP_STATUS.get(e.error_code, 500), tf_message(e.message)) from None
+            raise from_tf_code(e.error_code, tf_message(e.message)) from None
         return {name: value.numpy() for name, value in outputs.items()}
 
 
-# TF status code -> HTTP status, as tensorflow_serving/model_servers/http_server.cc maps them.
-_HTTP_STATUS = {
-    1: 499,
-    2: 500,
-    3: 400,
-    4: 504,
-    5: 404,
-    6: 409,
-    7: 403,
-    8: 429,
-    9: 400,
-    10: 409,
-    11: 400,
-    12: 501,
-    13: 500,
-    14: 503,
-    15: 500,
-    16: 401,
-}
+def dtype_name(dtype: int) -> str:
+    """A DataType enum value as TF's DataTypeString names it: DT_UINT8 -> "uint8"."""
+    from tensorflow.core.framework import types_pb2
+
+    return types_pb2.DataType.Name(dtype)[3:].lower()
 
 
 def tf_message(message: str) -> str:
@@ -174,52 +177,76 @@ class ModelHolder:
             if self.current is not None and newest > self.current.version and newest not in self.states:
                 self._load(newest)
 
-    def get(self, name: str, version: int | None) -> Servable:
-        """The servable for a request, or RestError 404 in TF Serving's words."""
+    def get(self, name: str, version: int | None, label: str | None = None) -> Servable:
+        """The servable for a request, or NOT_FOUND in TF Serving's words."""
+        _no_label(label)
         servable = self.current
         if name != self.name or servable is None or (version is not None and version != servable.version):
             what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
-            raise RestError(404, f"Servable not found for request: {what}")
+            raise not_found(f"Servable not found for request: {what}")
         return servable
 
-    def status(self, name: str, version: int | None) -> dict[str, Any]:
-        """GetModelStatusResponse as JSON: the known versions, newest first."""
+    def status(self, name: str, version: int | None, label: str | None = None) -> Any:
+        """A GetModelStatusResponse: the known versions, newest first."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        _no_label(label)
         if name != self.name or not self.states:
-            raise RestError(404, f"Could not find any versions of model {name}")
+            raise not_found(f"Could not find any versions of model {name}")
         if version is not None and version not in self.states:
-            raise RestError(404, f"Could not find version {version} of model {name}")
-        chosen = [version] if version is not None else sorted(self.states, reverse=True)
-        return {
-            "model_version_status": [
-                {
-                    "version": str(v),
-                    "state": self.states[v][0],
-                    "status": {
-                        "error_code": "UNKNOWN" if self.states[v][1] else "OK",
-                        "error_message": self.states[v][1],
-                    },
-                }
-                for v in chosen
-            ]
-        }
+            raise not_found(f"Could not find version {version} of model {name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for v in [version] if version is not None else sorted(self.states, reverse=True):
+            state, error = self.states[v]
+            status = response.model_version_status.add(version=v)
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            status.status.error_code = CODES.index("UNKNOWN" if error else "OK")
+            status.status.error_message = error
+        return response
 
     async def run(self, servable: Servable, signature: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs a signature in the thread pool, off the event loop, batched with requests queued meanwhile."""
         return await self.batcher.run(servable, signature, tensors)
 
 
-def metadata(servable: Servable, name: str) -> dict[str, Any]:
-    """GetModelMetadataResponse as TF Serving's REST API writes it."""
-    from google.protobuf import json_format
-    from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+def _no_label(label: str | None) -> None:
+    if label is not None:
+        raise invalid(f"Unrecognized servable version label: {label}")
+
+
+def model_spec(name: str, version: int, signature: str | None = None) -> Any:
+    """The ModelSpec an answer names: the model, the version that answered, the signature if any."""
+    from tensorflow_serving.apis import model_pb2
 
     spec = model_pb2.ModelSpec(name=name)
-    spec.version.value = servable.version
+    spec.version.value = version
+    if signature is not None:
+        spec.signature_name = signature
+    return spec
+
+
+def signature_def_map(servable: Servable) -> Any:
+    """The servable's SignatureDefs as GetModelMetadata's `signature_def` field holds them."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
     signatures = get_model_metadata_pb2.SignatureDefMap()
     for key, value in servable.signature_defs.items():
         signatures.signature_def[key].CopyFrom(value)
-    options = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
+    return signatures
+
+
+def as_json(message: Any) -> dict[str, Any]:
+    """A proto as TF Serving's REST API writes it: field names as in the .proto, default values included."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def metadata(servable: Servable, name: str) -> dict[str, Any]:
+    """GetModelMetadataResponse as TF Serving's REST API writes it."""
     return {
-        "model_spec": json_format.MessageToDict(spec, **options),
-        "metadata": {"signature_def": json_format.MessageToDict(signatures, **options)},
+        "model_spec": as_json(model_spec(name, servable.version)),
+        "metadata": {"signature_def": as_json(signature_def_map(servable))},
     }

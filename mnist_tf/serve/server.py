@@ -1,7 +1,8 @@
-"""Runs the app on uvicorn: one socket, a one-line access log, clean shutdown on Ctrl-C and SIGTERM."""
+"""Runs the app on uvicorn and the gRPC services beside it: a one-line access log, clean shutdown on Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import signal
@@ -78,6 +79,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+# How long in-flight requests may take to finish once the server is told to stop.
+GRACE_SECONDS = 30
+
+
 class _Stopped(Exception):
     """SIGTERM, after uvicorn's graceful shutdown."""
 
@@ -94,12 +99,14 @@ def serve(
     poll_seconds: float = 1.0,
     threads: int = 2,
     max_batch: int = 32,
-    ready: Callable[[str, int], None] = lambda url, version: None,
+    ready: Callable[[str, str | None, int], None] = lambda url, grpc_address, version: None,
+    grpc_port: int | None = 8500,
 ) -> None:
-    """Serves the newest SavedModel version under `base` until Ctrl-C or SIGTERM.
+    """Serves the newest SavedModel version under `base` until Ctrl-C or SIGTERM: REST on `port`, gRPC on
+    `grpc_port` (None: no gRPC), one process, one model holder.
 
-    `ready(url, version)` is called once the model is loaded and the socket listens.
-    In-flight requests finish before it returns (up to 30 s).
+    `ready(url, grpc_address, version)` is called once the model is loaded and both servers listen.
+    In-flight requests on either finish before it returns (up to 30 s).
     """
     import uvicorn
 
@@ -107,24 +114,44 @@ def serve(
     from mnist_tf.serve.holder import ModelHolder
 
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    limits = limits or Limits()
     holder = ModelHolder(base, poll_seconds=poll_seconds, threads=threads, max_batch=max_batch)
     servable = holder.start()
     sock = listen(host, port)
-    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(
         AccessLog(create_app(holder, limits)),
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACE_SECONDS,
         lifespan="off",
     )
-    server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-    ready(f"http://{shown}:{bound}", servable.version)
+
+    class Servers(uvicorn.Server):
+        """uvicorn, with the gRPC server started and stopped on its event loop beside it."""
+
+        grpc: Any = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            grpc_address = None
+            if grpc_port is not None:
+                from mnist_tf.serve.grpc_api import start_grpc
+
+                self.grpc, bound = await start_grpc(holder, limits, host, grpc_port)
+                grpc_address = f"{shown}:{bound}"
+            await super().startup(sockets)
+            ready(f"http://{shown}:{sock.getsockname()[1]}", grpc_address, servable.version)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            stopping = [super().shutdown(sockets)]
+            if self.grpc is not None:  # refuses new calls at once, lets those in flight finish
+                stopping.append(self.grpc.stop(GRACE_SECONDS))
+            await asyncio.gather(*stopping)
+
     # uvicorn finishes the requests in flight on Ctrl-C or SIGTERM, then raises the signal again: return then.
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        server.run(sockets=[sock])
+        Servers(config).run(sockets=[sock])
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:
