@@ -21,6 +21,8 @@ from starlette.staticfiles import StaticFiles
 from mnist_tf.serve import rest
 from mnist_tf.serve.holder import ModelHolder, as_json, metadata
 from mnist_tf.serve.limits import Limits, read_body
+from mnist_tf.serve.metrics import CONTENT_TYPE
+from mnist_tf.serve.metrics import PATH as METRICS_PATH
 from mnist_tf.serve.predict import OFF_LOOP_BYTES, OFF_LOOP_VALUES, check_request
 from mnist_tf.serve.predict import predict as run_predict
 from mnist_tf.serve.status import RequestError, invalid
@@ -58,26 +60,29 @@ async def model_status(request: Request, match: re.Match) -> Response:
 async def predict(request: Request, match: re.Match) -> Response:
     name, number, label, method = match.groups()
     holder: ModelHolder = request.app.state.holder
-    limits: Limits = request.app.state.limits
-    body = await read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes)
-    doc = rest.parse_body(body)
-    servable = holder.get(name, _version(number), label)
-    signature = doc.get("signature_name", "")
-    specs = servable.input_specs(signature)
-    if method.lower() != "predict":
-        raise invalid(
-            f"Expected {method.lower()} signature method_name to be tensorflow/serving/{method.lower()}. "
-            "Was: tensorflow/serving/predict"
+    with holder.metrics.request(name, "REST", method.lower()):
+        limits: Limits = request.app.state.limits
+        body = await read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes)
+        doc = rest.parse_body(body)
+        servable = holder.get(name, _version(number), label)
+        signature = doc.get("signature_name", "")
+        specs = servable.input_specs(signature)
+        if method.lower() != "predict":
+            raise invalid(
+                f"Expected {method.lower()} signature method_name to be tensorflow/serving/{method.lower()}. "
+                "Was: tensorflow/serving/predict"
+            )
+        if len(body) > OFF_LOOP_BYTES:  # Converting a large body takes long enough to hold up other requests' I/O.
+            tensors, row = await run_in_threadpool(rest.request_tensors, doc, specs)
+        else:
+            tensors, row = rest.request_tensors(doc, specs)
+        check_request(
+            servable, signature, limits, {n: specs[n] for n in tensors}, {n: a.shape for n, a in tensors.items()}
         )
-    if len(body) > OFF_LOOP_BYTES:  # Converting a large body takes long enough to hold up other requests' I/O.
-        tensors, row = await run_in_threadpool(rest.request_tensors, doc, specs)
-    else:
-        tensors, row = rest.request_tensors(doc, specs)
-    check_request(servable, signature, limits, {n: specs[n] for n in tensors}, {n: a.shape for n, a in tensors.items()})
-    outputs = await run_predict(holder, servable, signature, tensors, limits)
-    if sum(a.size for a in outputs.values()) > OFF_LOOP_VALUES:
-        return json_response(await run_in_threadpool(rest.response_json, outputs, row))
-    return json_response(rest.response_json(outputs, row))
+        outputs = await run_predict(holder, servable, signature, tensors, limits)
+        if sum(a.size for a in outputs.values()) > OFF_LOOP_VALUES:
+            return json_response(await run_in_threadpool(rest.response_json, outputs, row))
+        return json_response(rest.response_json(outputs, row))
 
 
 async def rest_api(request: Request) -> Response:
@@ -96,6 +101,11 @@ async def rest_api(request: Request) -> Response:
         return error_response(RequestError("INTERNAL", f"internal error ({type(e).__name__}): see the server's log"))
 
 
+async def metrics(request: Request) -> Response:
+    """The server's metrics in Prometheus' text format, under TF Serving's names."""
+    return Response(request.app.state.holder.metrics.text(), media_type=CONTENT_TYPE)
+
+
 async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -105,6 +115,7 @@ def create_app(holder: ModelHolder, limits: Limits | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", index),
+            Route(METRICS_PATH, metrics),
             Route("/v1/{path:path}", rest_api, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]

@@ -146,21 +146,22 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
         return await self.answer(context, PREDICTION_SERVICE + "Predict", self._predict(request))
 
     async def _predict(self, request: Any) -> Any:
-        name, version, label = requested(request.model_spec)
-        servable = self.holder.get(name, version, label)
-        signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        names = output_names(request, servable.output_names(signature))
-        dtypes, shapes = input_shapes(request, self.limits)
-        check_request(servable, signature, self.limits, dtypes, shapes)
-        if request.ByteSize() > OFF_LOOP_BYTES:  # Converting a large request would hold up other requests' I/O.
-            tensors = await asyncio.to_thread(input_arrays, request)
-        else:
-            tensors = input_arrays(request)
-        outputs = await predict(self.holder, servable, signature, tensors, self.limits)
-        response = predict_pb2.PredictResponse(model_spec=model_spec(name, servable.version, signature))
-        if sum(outputs[n].size for n in names) > OFF_LOOP_VALUES:
-            return await asyncio.to_thread(response_tensors, response, outputs, names)
-        return response_tensors(response, outputs, names)
+        with self.holder.metrics.request(request.model_spec.name, "GRPC"):
+            name, version, label = requested(request.model_spec)
+            servable = self.holder.get(name, version, label)
+            signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            names = output_names(request, servable.output_names(signature))
+            dtypes, shapes = input_shapes(request, self.limits)
+            check_request(servable, signature, self.limits, dtypes, shapes)
+            if request.ByteSize() > OFF_LOOP_BYTES:  # Converting a large request would hold up other requests' I/O.
+                tensors = await asyncio.to_thread(input_arrays, request)
+            else:
+                tensors = input_arrays(request)
+            outputs = await predict(self.holder, servable, signature, tensors, self.limits)
+            response = predict_pb2.PredictResponse(model_spec=model_spec(name, servable.version, signature))
+            if sum(outputs[n].size for n in names) > OFF_LOOP_VALUES:
+                return await asyncio.to_thread(response_tensors, response, outputs, names)
+            return response_tensors(response, outputs, names)
 
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self.answer(context, PREDICTION_SERVICE + "GetModelMetadata", self._metadata(request))

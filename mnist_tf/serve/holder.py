@@ -24,6 +24,7 @@ from mnist_tf.core.contract import DEFAULT_SIGNATURE, MODEL_NAME
 from mnist_tf.core.errors import UserError
 from mnist_tf.export.saved_model import versions
 from mnist_tf.serve.batching import Batcher
+from mnist_tf.serve.metrics import Metrics
 from mnist_tf.serve.status import CODES, from_tf_code, invalid, not_found
 
 log = logging.getLogger("mnist_tf.serve")
@@ -37,6 +38,7 @@ class Servable:
     path: Path
     loaded: Any
     signature_defs: Any  # the MetaGraphDef's map of SignatureDef protos
+    name: str = MODEL_NAME  # the model it is a version of
 
     def input_specs(self, signature: str) -> dict[str, str]:
         """Input name -> TF dtype name ("uint8", "string", ...); INVALID_ARGUMENT for an unknown signature."""
@@ -104,7 +106,7 @@ def tf_message(message: str) -> str:
     return " ".join(lines)
 
 
-def load_servable(path: Path, version: int) -> Servable:
+def load_servable(path: Path, version: int, name: str = MODEL_NAME) -> Servable:
     """Loads one version folder; raises UserError when it is not a readable SavedModel."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
@@ -114,7 +116,7 @@ def load_servable(path: Path, version: int) -> Servable:
         proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
     except Exception as e:  # noqa: BLE001  (TF raises many types for a broken SavedModel)
         raise UserError(f"{path} is not a readable SavedModel ({type(e).__name__}): export it with mnist-tf export")
-    return Servable(version, path, loaded, dict(proto.meta_graphs[0].signature_def))
+    return Servable(version, path, loaded, dict(proto.meta_graphs[0].signature_def), name)
 
 
 class ModelHolder:
@@ -127,7 +129,8 @@ class ModelHolder:
         self.name = name
         self.poll_seconds = poll_seconds
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
-        self.batcher = Batcher(self.pool, threads, max_batch)
+        self.metrics = Metrics(lambda: {self.name})
+        self.batcher = Batcher(self.pool, threads, max_batch, self.metrics)
         self.current: Servable | None = None
         self.states: dict[int, tuple[str, str]] = {}  # version -> (state, error message)
         self._stop = threading.Event()
@@ -158,7 +161,7 @@ class ModelHolder:
     def _load(self, version: int, fail: bool = False) -> None:
         self.states[version] = ("LOADING", "")
         try:
-            servable = load_servable(self.base / str(version), version)
+            servable = load_servable(self.base / str(version), version, self.name)
         except UserError as e:
             self.states[version] = ("END", str(e))
             if fail:

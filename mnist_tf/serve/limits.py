@@ -41,9 +41,14 @@ async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, li
     return bytes(body)
 
 
+def instance_count(shapes: Mapping[str, Sequence[int]]) -> int:
+    """How many instances a request holds: the first dimension of its inputs (1 for scalars)."""
+    return max((shape[0] for shape in shapes.values() if len(shape)), default=1)
+
+
 def check_instances(shapes: Mapping[str, Sequence[int]], limit: int) -> None:
-    """Refuses a request with more than `limit` instances (the first dimension of its inputs)."""
-    count = max((shape[0] for shape in shapes.values() if len(shape)), default=1)
+    """Refuses a request with more than `limit` instances."""
+    count = instance_count(shapes)
     if count > limit:
         raise over_limit(
             f"too many instances: {count:,} in one request, the limit is {limit:,} (--max-instances); "

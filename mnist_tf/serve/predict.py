@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mnist_tf.serve.holder import ModelHolder, Servable
-from mnist_tf.serve.limits import Limits, check_image_pixels, check_instances
+from mnist_tf.serve.limits import Limits, check_image_pixels, check_instances, instance_count
 
 # Requests and answers larger than this are converted on a worker thread, not on the event loop.
 OFF_LOOP_BYTES = 64 * 1024
@@ -37,4 +37,5 @@ async def predict(
     """The signature's outputs for checked inputs, batched with other requests; encoded images over the
     pixel limit are refused first."""
     check_image_pixels(tensors, limits.max_image_pixels)
+    holder.metrics.examples(servable.name, instance_count({n: a.shape for n, a in tensors.items()}))
     return await holder.run(servable, signature, tensors)
