@@ -1,6 +1,7 @@
 """`mnist-tf serve`: TF Serving's REST and gRPC APIs and a draw-a-digit page, for trying a model locally.
 
-holder.py   loads the newest SavedModel version, picks up newer ones, runs signatures off the event loop
+holder.py   loads the models' versions, picks up newer ones and config changes, runs signatures off the event loop
+model_config.py TF Serving's --model_config_file: models, version policies, labels
 metrics.py  TF Serving's Prometheus metrics, for both APIs
 status.py   a refused request: TF Serving's status code, its HTTP status, the message
 predict.py  the checks both APIs make on a predict request, then the batched model call

@@ -1,9 +1,12 @@
-"""The model behind the server: versions loaded as TF Serving loads them.
+"""The models behind the server: versions loaded as TF Serving loads them.
 
-`ModelHolder` serves the highest version under a base folder
-(OUT/saved_model/mnist), polls the folder and switches to a newer version once
-it has loaded (the old one is then unloaded, TF Serving's default policy), and
-runs signatures in a thread pool so the event loop never waits on TensorFlow,
+`ModelHolder` serves one model (`--model`: the highest version under a base
+folder such as OUT/saved_model/mnist) or those of a model config file, each
+with its version policy and labels (model_config.py). It polls the folders and
+loads a new version the policy wants, then unloads the ones it no longer
+wants once one it wants serves (TF Serving's default: the newest replaces the
+old); it polls the config file too, for models added, removed or relabelled.
+Signatures run in a thread pool so the event loop never waits on TensorFlow,
 merging requests that queue meanwhile into one call (batching.py).
 Which signatures, inputs and outputs exist is read from each SavedModel.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +29,7 @@ from mnist_tf.core.errors import UserError
 from mnist_tf.export.saved_model import versions
 from mnist_tf.serve.batching import Batcher
 from mnist_tf.serve.metrics import Metrics
+from mnist_tf.serve.model_config import ModelSource, read_model_config
 from mnist_tf.serve.status import CODES, from_tf_code, invalid, not_found
 
 log = logging.getLogger("mnist_tf.serve")
@@ -119,88 +124,174 @@ def load_servable(path: Path, version: int, name: str = MODEL_NAME) -> Servable:
     return Servable(version, path, loaded, dict(proto.meta_graphs[0].signature_def), name)
 
 
+class Model:
+    """One model of the server: where its versions are, which of them serve (its source's version policy),
+    its version labels, and each version's state."""
+
+    def __init__(self, source: ModelSource):
+        self.source = source
+        self.available: dict[int, Servable] = {}
+        self.states: dict[int, tuple[str, str]] = {}  # version -> (state, error message)
+
+    def check(self) -> None:
+        """UserError when the source's folder holds no numbered versions."""
+        base = self.source.base
+        if (base / "saved_model.pb").is_file():
+            raise UserError(
+                f"{base} is one version folder: pass the folder that holds the numbered versions, {base.parent}"
+            )
+        if not versions(base):
+            raise UserError(
+                f"no SavedModel versions (folders 1, 2, ...) in {base} for model {self.source.name}: "
+                "run mnist-tf export first and pass OUT/saved_model/mnist (as --model, or a config's base_path)"
+            )
+
+    def refresh(self, fail: bool = False) -> None:
+        """Loads the versions on disk that the policy wants and has not loaded, then unloads the ones it
+        no longer wants, once one it wants serves (TF Serving's availability-preserving policy).
+        A version that failed to load is not tried again. `fail`: raise that version's UserError."""
+        wanted = self.source.wanted(versions(self.source.base))
+        for version in wanted:
+            if version not in self.available and not self.states.get(version, ("", ""))[1]:
+                self._load(version, fail)
+        if any(v in self.available for v in wanted):
+            for version in [v for v in self.available if v not in wanted]:
+                self.available = {v: s for v, s in self.available.items() if v != version}
+                self.states[version] = ("END", "")
+                log.warning("unloaded %s version %d", self.source.name, version)
+
+    def _load(self, version: int, fail: bool) -> None:
+        self.states[version] = ("LOADING", "")
+        try:
+            servable = load_servable(self.source.base / str(version), version, self.source.name)
+        except UserError as e:
+            self.states[version] = ("END", str(e))
+            if fail:
+                raise
+            log.error("%s version %d not loaded: %s", self.source.name, version, e)
+            return
+        self.available = {**self.available, version: servable}
+        self.states[version] = ("AVAILABLE", "")
+        log.warning("serving %s version %d from %s", self.source.name, version, servable.path)
+
+    def version(self, version: int | None, label: str | None) -> int | None:
+        """The version a request names, by number or by label (INVALID_ARGUMENT for an unknown label)."""
+        if label is None:
+            return version
+        labelled = self.source.label(label)
+        if labelled is None:
+            raise invalid(f"Unrecognized servable version label: {label}")
+        return labelled
+
+
 class ModelHolder:
-    """The versions of one model: the newest loaded one serves, newer ones are picked up by polling."""
+    """The models the server serves, each as its source says; versions and the model config file
+    (`config_file`, when the models came from one) are polled for changes."""
 
     def __init__(
-        self, base: Path, name: str = MODEL_NAME, poll_seconds: float = 1.0, threads: int = 2, max_batch: int = 32
+        self,
+        sources: Sequence[ModelSource],
+        poll_seconds: float = 1.0,
+        threads: int = 2,
+        max_batch: int = 32,
+        config_file: Path | None = None,
+        config_poll_seconds: float = 0.0,
     ):
-        self.base = Path(base)
-        self.name = name
+        self.models = {source.name: Model(source) for source in sources}
         self.poll_seconds = poll_seconds
+        self.config_file = config_file
+        self.config_poll_seconds = config_poll_seconds if config_file is not None else 0.0
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
-        self.metrics = Metrics(lambda: {self.name})
+        self.metrics = Metrics(lambda: set(self.models))
         self.batcher = Batcher(self.pool, threads, max_batch, self.metrics)
-        self.current: Servable | None = None
-        self.states: dict[int, tuple[str, str]] = {}  # version -> (state, error message)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
-    def start(self) -> Servable:
-        """Loads the newest version now (UserError when there is none) and starts polling for newer ones."""
-        if (self.base / "saved_model.pb").is_file():
-            raise UserError(
-                f"{self.base} is one version folder: pass the folder that holds the numbered versions, {self.base.parent}"
-            )
-        found = versions(self.base)
-        if not found:
-            raise UserError(
-                f"no SavedModel versions (folders 1, 2, ...) in {self.base}: run mnist-tf export first "
-                "and pass OUT/saved_model/mnist"
-            )
-        self._load(found[-1], fail=True)
-        if self.poll_seconds > 0:
-            self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
+    def start(self) -> dict[str, list[int]]:
+        """Loads every model's versions now (UserError when one has none, or its newest does not load),
+        starts polling, and returns the versions each model serves."""
+        for model in self.models.values():
+            model.check()
+        for model in self.models.values():
+            model.refresh(fail=True)
+        if self.poll_seconds > 0 or self.config_poll_seconds > 0:
+            self._poller = threading.Thread(target=self._poll, name="model-poller", daemon=True)
             self._poller.start()
-        return self.current
+        return self.served()
+
+    def served(self) -> dict[str, list[int]]:
+        return {name: sorted(model.available) for name, model in self.models.items()}
 
     def stop(self) -> None:
         self._stop.set()
         self.pool.shutdown(wait=True)
 
-    def _load(self, version: int, fail: bool = False) -> None:
-        self.states[version] = ("LOADING", "")
-        try:
-            servable = load_servable(self.base / str(version), version, self.name)
-        except UserError as e:
-            self.states[version] = ("END", str(e))
-            if fail:
-                raise
-            log.error("version %d not loaded: %s", version, e)
-            return
-        old, self.current = self.current, servable
-        self.states[version] = ("AVAILABLE", "")
-        if old is not None:
-            self.states[old.version] = ("END", "")
-        log.warning("serving %s version %d from %s", self.name, version, servable.path)
-
     def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            newest = max(versions(self.base), default=0)
-            if self.current is not None and newest > self.current.version and newest not in self.states:
-                self._load(newest)
+        intervals = [s for s in (self.poll_seconds, self.config_poll_seconds) if s > 0]
+        next_versions = next_config = time.monotonic()
+        while not self._stop.wait(min(intervals)):
+            now = time.monotonic()
+            if self.config_poll_seconds > 0 and now >= next_config:
+                next_config = now + self.config_poll_seconds
+                self._reload_config()
+            if self.poll_seconds > 0 and now >= next_versions:
+                next_versions = now + self.poll_seconds
+                for model in list(self.models.values()):
+                    model.refresh()
+
+    def _reload_config(self) -> None:
+        """Applies the config file as it is now: models added, removed, or with another folder, policy or labels.
+        A file that does not read keeps the models as they are. Requests in flight keep the servable they got."""
+        try:
+            sources = read_model_config(self.config_file)
+        except UserError as e:
+            log.error("model config not reloaded, still serving %s: %s", ", ".join(self.models), e)
+            return
+        if [m.source for m in self.models.values()] == sources:
+            return
+        models = {}
+        for source in sources:
+            model = self.models.get(source.name) or Model(source)
+            model.source = source
+            try:
+                model.check()
+            except UserError as e:
+                log.error("model %s not served: %s", source.name, e)
+            models[source.name] = model
+        self.models = models
+        for model in models.values():
+            model.refresh()
+        log.warning("model config reloaded: serving %s", ", ".join(models))
+
+    def _model(self, name: str) -> Model | None:
+        return self.models.get(name)
 
     def get(self, name: str, version: int | None, label: str | None = None) -> Servable:
         """The servable for a request, or NOT_FOUND in TF Serving's words."""
-        _no_label(label)
-        servable = self.current
-        if name != self.name or servable is None or (version is not None and version != servable.version):
-            what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
-            raise not_found(f"Servable not found for request: {what}")
-        return servable
+        model = self._model(name)
+        if model is not None:
+            version = model.version(version, label)
+            available = model.available
+            chosen = available.get(version) if version is not None else available.get(max(available, default=0))
+            if chosen is not None:
+                return chosen
+        what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+        raise not_found(f"Servable not found for request: {what}")
 
     def status(self, name: str, version: int | None, label: str | None = None) -> Any:
         """A GetModelStatusResponse: the known versions, newest first."""
         from tensorflow_serving.apis import get_model_status_pb2
 
-        _no_label(label)
-        if name != self.name or not self.states:
+        model = self._model(name)
+        if model is None or not model.states:
             raise not_found(f"Could not find any versions of model {name}")
-        if version is not None and version not in self.states:
+        version = model.version(version, label)
+        states = dict(model.states)
+        if version is not None and version not in states:
             raise not_found(f"Could not find version {version} of model {name}")
         response = get_model_status_pb2.GetModelStatusResponse()
-        for v in [version] if version is not None else sorted(self.states, reverse=True):
-            state, error = self.states[v]
+        for v in [version] if version is not None else sorted(states, reverse=True):
+            state, error = states[v]
             status = response.model_version_status.add(version=v)
             status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
             status.status.error_code = CODES.index("UNKNOWN" if error else "OK")
@@ -210,11 +301,6 @@ class ModelHolder:
     async def run(self, servable: Servable, signature: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs a signature in the thread pool, off the event loop, batched with requests queued meanwhile."""
         return await self.batcher.run(servable, signature, tensors)
-
-
-def _no_label(label: str | None) -> None:
-    if label is not None:
-        raise invalid(f"Unrecognized servable version label: {label}")
 
 
 def model_spec(name: str, version: int, signature: str | None = None) -> Any:

@@ -14,18 +14,20 @@ from pathlib import Path
 
 class ServerProcess:
     """Starts `mnist-tf serve --model BASE --port 0 --grpc-port 0 OPTIONS...` and waits for its addresses:
-    `url` (REST) and `grpc_address` (host:port; None with --no-grpc).
+    `url` (REST) and `grpc_address` (host:port; None with --no-grpc). BASE None: OPTIONS name the models
+    (--model_config_file FILE).
 
     The server's stderr (access log included) goes to a temporary file, read with `log()`, removed by `stop()`.
     """
 
-    def __init__(self, base: Path, *options: str, timeout: float = 120):
+    def __init__(self, base: Path | None, *options: str, timeout: float = 120):
+        model = ["--model", str(base)] if base is not None else []
         grpc = [] if "--no-grpc" in options or "--grpc-port" in options else ["--grpc-port", "0"]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         self._stderr = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", delete=False)  # noqa: SIM115
         self.stderr_path = Path(self._stderr.name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_tf", "serve", "--model", str(base), "--port", "0", *grpc, *options],
+            [sys.executable, "-m", "mnist_tf", "serve", *model, "--port", "0", *grpc, *options],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,

@@ -9,12 +9,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mnist_tf.core.errors import UserError
 from mnist_tf.serve.limits import Limits
+from mnist_tf.serve.model_config import ModelSource
 
 
 def is_loopback(host: str) -> bool:
@@ -92,21 +93,24 @@ def _stop(*_: Any) -> None:
 
 
 def serve(
-    base: Path,
+    models: Sequence[ModelSource],
     host: str = "127.0.0.1",
     port: int = 8501,
     limits: Limits | None = None,
     poll_seconds: float = 1.0,
     threads: int = 2,
     max_batch: int = 32,
-    ready: Callable[[str, str | None, int], None] = lambda url, grpc_address, version: None,
+    ready: Callable[[str, str | None, dict[str, list[int]]], None] = lambda url, grpc_address, served: None,
     grpc_port: int | None = 8500,
+    config_file: Path | None = None,
+    config_poll_seconds: float = 0.0,
 ) -> None:
-    """Serves the newest SavedModel version under `base` until Ctrl-C or SIGTERM: REST on `port`, gRPC on
-    `grpc_port` (None: no gRPC), one process, one model holder.
+    """Serves `models` (`model_config.single_model(base)` or `read_model_config(file)`) until Ctrl-C or
+    SIGTERM: REST on `port`, gRPC on `grpc_port` (None: no gRPC), one process, one model holder.
+    `config_file`, the file `models` came from, is read again every `config_poll_seconds` (0: never).
 
-    `ready(url, grpc_address, version)` is called once the model is loaded and both servers listen.
-    In-flight requests on either finish before it returns (up to 30 s).
+    `ready(url, grpc_address, served)` is called once the models are loaded and both servers listen;
+    `served` holds each model's versions. In-flight requests on either finish before it returns (up to 30 s).
     """
     import uvicorn
 
@@ -115,8 +119,8 @@ def serve(
 
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     limits = limits or Limits()
-    holder = ModelHolder(base, poll_seconds=poll_seconds, threads=threads, max_batch=max_batch)
-    servable = holder.start()
+    holder = ModelHolder(models, poll_seconds, threads, max_batch, config_file, config_poll_seconds)
+    holder.start()
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(
@@ -140,7 +144,7 @@ def serve(
                 self.grpc, bound = await start_grpc(holder, limits, host, grpc_port)
                 grpc_address = f"{shown}:{bound}"
             await super().startup(sockets)
-            ready(f"http://{shown}:{sock.getsockname()[1]}", grpc_address, servable.version)
+            ready(f"http://{shown}:{sock.getsockname()[1]}", grpc_address, holder.served())
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             stopping = [super().shutdown(sockets)]
