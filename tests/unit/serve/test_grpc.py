@@ -462,3 +462,17 @@ def test_grpc_options_refused_in_one_line(tiny_saved_model, tmp_path):
         busy = run_child(["serve", "--model", base, "--port", "0", "--grpc-port", port])
     line = error_line(busy)
     assert f"cannot listen on 127.0.0.1:{port} for gRPC" in line and "--grpc-port" in line, line
+
+
+def test_predict_over_grpc_says_what_is_wrong_in_one_line(server, tmp_path):
+    image = tmp_path / "digit.png"
+    image.write_bytes(png_bytes(digit_image()))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # nothing listens there
+    for url, words in (
+        (f"grpc://127.0.0.1:{port}", "cannot reach"),
+        ("grpc://", "is not a grpc://HOST:PORT URL"),
+        ("ftp://127.0.0.1:8500", "is not an http(s):// or grpc:// URL"),
+    ):
+        assert_one_line_error(CliRunner().invoke(main, ["predict", "--server", url, str(image)]), words)

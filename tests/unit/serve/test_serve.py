@@ -279,7 +279,9 @@ def test_every_request_is_logged_in_one_line(client, server):
     assert lines() and lines()[-1].startswith("127.0.0.1 ") and lines()[-1].endswith("ms")
 
 
-def test_predict_through_the_server(server, reference, tmp_path):
+@pytest.mark.parametrize("api", ["REST", "gRPC"])
+def test_predict_through_the_server(server, reference, tmp_path, api):
+    url = server.url + "/" if api == "REST" else f"grpc://{server.grpc_address}"
     good = tmp_path / "digit.png"
     good.write_bytes(png_bytes(digit_image(6)))
     (tmp_path / "notes.txt").write_text("not an image")
@@ -290,7 +292,7 @@ def test_predict_through_the_server(server, reference, tmp_path):
         [
             "predict",
             "--server",
-            server.url + "/",
+            url,
             str(good),
             str(tmp_path / "missing.png"),
             str(tmp_path / "notes.txt"),
@@ -300,11 +302,9 @@ def test_predict_through_the_server(server, reference, tmp_path):
     assert f"{good}: {digit} ({expected['probabilities'][0][digit]:.1%})" in result.output
     assert f"{tmp_path / 'missing.png'}: error: no such file" in result.output
     assert f"{tmp_path / 'notes.txt'}: error: Unknown image file format" in result.output
-    as_json = CliRunner().invoke(main, ["predict", "--server", server.url, "--json", str(good)])
+    as_json = CliRunner().invoke(main, ["predict", "--server", url, "--json", str(good)])
     assert as_json.exit_code == 0 and json.loads(as_json.output)[0]["digit"] == digit
-    shown = CliRunner().invoke(
-        main, ["predict", "--server", server.url, "--show", str(tmp_path / "saw.png"), str(good)]
-    )
+    shown = CliRunner().invoke(main, ["predict", "--server", url, "--show", str(tmp_path / "saw.png"), str(good)])
     assert shown.exit_code == 0 and (tmp_path / "saw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
