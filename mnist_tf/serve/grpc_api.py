@@ -15,12 +15,14 @@ import math
 import sys
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 import numpy as np
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -30,6 +32,7 @@ from mnist_tf.core.contract import DEFAULT_SIGNATURE
 from mnist_tf.core.errors import UserError
 from mnist_tf.serve.holder import ModelHolder, dtype_name, model_spec, signature_def_map
 from mnist_tf.serve.limits import Limits
+from mnist_tf.serve.model_config import model_sources
 from mnist_tf.serve.predict import OFF_LOOP_BYTES, OFF_LOOP_VALUES, check_request, predict
 from mnist_tf.serve.status import RequestError, invalid, over_limit
 
@@ -189,7 +192,7 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
 
 
 class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus; HandleReloadConfigRequest answers UNIMPLEMENTED."""
+    """GetModelStatus, and HandleReloadConfigRequest: another set of models, without a restart."""
 
     def __init__(self, holder: ModelHolder, stream: TextIO | None = None):
         super().__init__(stream)
@@ -202,9 +205,18 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
         return await self.answer(context, MODEL_SERVICE + "GetModelStatus", status())
 
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self.unimplemented(
-            context, MODEL_SERVICE + "HandleReloadConfigRequest", "it serves the model given with --model"
-        )
+        return await self.answer(context, MODEL_SERVICE + "HandleReloadConfigRequest", self._reload(request))
+
+    async def _reload(self, request: Any) -> Any:
+        """Serves the models of the request's config from now on (a polled config file, once it changes,
+        again those of the file). Relative base_paths are read from the config file's folder, if any."""
+        config_file = self.holder.config_file
+        try:
+            sources = model_sources(request.config, config_file.parent if config_file else Path.cwd())
+        except ValueError as e:
+            raise invalid(f"not a model config: {e}") from None
+        await asyncio.to_thread(self.holder.apply, sources)
+        return model_management_pb2.ReloadConfigResponse()
 
 
 async def start_grpc(

@@ -206,6 +206,8 @@ class ModelHolder:
         self.batcher = Batcher(self.pool, threads, max_batch, self.metrics)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._changing = threading.Lock()  # one thread at a time loads, unloads or replaces models
+        self._file_sources = list(sources) if config_file is not None else None
 
     def start(self) -> dict[str, list[int]]:
         """Loads every model's versions now (UserError when one has none, or its newest does not load),
@@ -236,32 +238,39 @@ class ModelHolder:
                 self._reload_config()
             if self.poll_seconds > 0 and now >= next_versions:
                 next_versions = now + self.poll_seconds
-                for model in list(self.models.values()):
-                    model.refresh()
+                with self._changing:
+                    for model in self.models.values():
+                        model.refresh()
 
     def _reload_config(self) -> None:
-        """Applies the config file as it is now: models added, removed, or with another folder, policy or labels.
-        A file that does not read keeps the models as they are. Requests in flight keep the servable they got."""
+        """Applies the config file when it has changed since it was last read. A file that does not read
+        keeps the models as they are."""
         try:
             sources = read_model_config(self.config_file)
         except UserError as e:
             log.error("model config not reloaded, still serving %s: %s", ", ".join(self.models), e)
             return
-        if [m.source for m in self.models.values()] == sources:
-            return
-        models = {}
-        for source in sources:
-            model = self.models.get(source.name) or Model(source)
-            model.source = source
-            try:
-                model.check()
-            except UserError as e:
-                log.error("model %s not served: %s", source.name, e)
-            models[source.name] = model
-        self.models = models
-        for model in models.values():
-            model.refresh()
-        log.warning("model config reloaded: serving %s", ", ".join(models))
+        if sources != self._file_sources:
+            self._file_sources = sources
+            self.apply(sources)
+
+    def apply(self, sources: Sequence[ModelSource]) -> None:
+        """Serves `sources` from now on: models added are loaded, models removed dropped, the others take
+        their new folder, policy and labels. Requests in flight keep the servable they got, so they finish."""
+        with self._changing:
+            models = {}
+            for source in sources:
+                model = self.models.get(source.name) or Model(source)
+                model.source = source
+                try:
+                    model.check()
+                except UserError as e:
+                    log.error("model %s not served: %s", source.name, e)
+                models[source.name] = model
+            self.models = models
+            for model in models.values():
+                model.refresh()
+        log.warning("model config applied: serving %s", ", ".join(models))
 
     def _model(self, name: str) -> Model | None:
         return self.models.get(name)

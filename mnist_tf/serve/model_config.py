@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mnist_tf.core.contract import MODEL_NAME
 from mnist_tf.core.errors import UserError
@@ -62,10 +63,6 @@ def read_model_config(path: Path) -> list[ModelSource]:
     from tensorflow_serving.config import model_server_config_pb2
 
     path = Path(path)
-
-    def refuse(problem: str) -> UserError:
-        return UserError(f"{path}: {problem}; write TF Serving's text format, e.g. {EXAMPLE}")
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -75,27 +72,36 @@ def read_model_config(path: Path) -> list[ModelSource]:
     config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise refuse(f"not a model config ({' '.join(str(e).split())})") from None
+        return model_sources(config, path.parent)
+    except (text_format.ParseError, ValueError) as e:
+        problem = f"not a model config ({' '.join(str(e).split())})" if isinstance(e, text_format.ParseError) else e
+        raise UserError(f"{path}: {problem}; write TF Serving's text format, e.g. {EXAMPLE}") from None
+
+
+def model_sources(config: Any, folder: Path) -> list[ModelSource]:
+    """The models of a ModelServerConfig proto, relative base_paths read from `folder`; ValueError naming
+    what is wrong with it."""
     if config.WhichOneof("config") != "model_config_list" or not config.model_config_list.config:
-        raise refuse("it lists no models (no model_config_list with a config)")
-    sources = []
+        raise ValueError("it lists no models (no model_config_list with a config)")
+    sources: list[ModelSource] = []
     for entry in config.model_config_list.config:
         if not entry.name or not entry.base_path:
-            raise refuse("every config needs a name and a base_path")
+            raise ValueError("every config needs a name and a base_path")
         if entry.name in {s.name for s in sources}:
-            raise refuse(f"model {entry.name} is named twice")
+            raise ValueError(f"model {entry.name} is named twice")
         if entry.model_platform not in ("", "tensorflow"):
-            raise refuse(f'model {entry.name} has model_platform "{entry.model_platform}": only "tensorflow" serves')
+            raise ValueError(
+                f'model {entry.name} has model_platform "{entry.model_platform}": only "tensorflow" serves'
+            )
         policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
         versions = tuple(sorted(set(entry.model_version_policy.specific.versions)))
         if policy == "specific" and not versions:
-            raise refuse(f"model {entry.name}'s specific version policy names no versions")
+            raise ValueError(f"model {entry.name}'s specific version policy names no versions")
         base = Path(entry.base_path)
         sources.append(
             ModelSource(
                 name=entry.name,
-                base=base if base.is_absolute() else path.parent / base,
+                base=base if base.is_absolute() else folder / base,
                 policy=policy,
                 num_versions=max(1, entry.model_version_policy.latest.num_versions),
                 versions=versions,

@@ -337,12 +337,12 @@ ERRORS = {
         grpc.StatusCode.UNIMPLEMENTED,
         "MultiInference is not implemented",
     ),
-    "reload config": (
+    "reload an empty config": (
         "models",
         "HandleReloadConfigRequest",
         model_management_pb2.ReloadConfigRequest,
-        grpc.StatusCode.UNIMPLEMENTED,
-        "HandleReloadConfigRequest is not implemented",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a model config: it lists no models",
     ),
 }
 

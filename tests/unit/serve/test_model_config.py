@@ -17,8 +17,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from google.protobuf import text_format
 from helpers import assert_one_line_error, digit_image
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from mnist_tf.cli import main
 from mnist_tf.core.errors import UserError
@@ -212,5 +218,16 @@ def test_several_models_versions_and_labels_changed_while_serving(tiny_saved_mod
             assert statuses(client, "other") == {"3": "AVAILABLE"}
             assert predict(stub, "mnist", label="stable").model_spec.version.value == 3
             assert "model config not reloaded" in server.log()
+
+            # ModelService.HandleReloadConfigRequest: another config at once, kept until the file changes.
+            reload = model_management_pb2.ReloadConfigRequest()
+            text_format.Parse(CONFIG, reload.config)
+            relative = reload.config.model_config_list.config[1]
+            relative.base_path = str(tmp_path / relative.base_path)
+            model_service_pb2_grpc.ModelServiceStub(ch).HandleReloadConfigRequest(reload, timeout=60)
+            assert statuses(client, "digits") == {"3": "AVAILABLE", "2": "AVAILABLE"}
+            assert statuses(client, "other") == {}
+            time.sleep(1)
+            assert predict(stub, "mnist", label="stable").model_spec.version.value == 1
     finally:
         assert server.stop() == 0, server.log()
