@@ -202,7 +202,7 @@ class ModelHolder:
         self.config_file = config_file
         self.config_poll_seconds = config_poll_seconds if config_file is not None else 0.0
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
-        self.metrics = Metrics(lambda: set(self.models))
+        self.metrics = Metrics(lambda: self.models)
         self.batcher = Batcher(self.pool, threads, max_batch, self.metrics)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None

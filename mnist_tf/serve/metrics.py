@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.utils import floatToGoString
@@ -38,7 +38,7 @@ UNKNOWN_MODEL = "unknown"  # the model_name label of requests for a model the se
 class Metrics:
     """One server's metrics; `known_models()` names the models requests may be counted under."""
 
-    def __init__(self, known_models: Callable[[], set[str]] = set):
+    def __init__(self, known_models: Callable[[], Container[str]] = frozenset):
         self.known_models = known_models
         self.registry = CollectorRegistry()
         self.request_count = Counter(
