@@ -33,11 +33,35 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def digit_image(seed: int = 0) -> np.ndarray:
+    """A uint8 [28,28,1] stroke-like image: a bar and a random blob, white on black."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((28, 28), np.uint8)
+    image[6:22, 12:16] = 255
+    image[rng.integers(4, 20), rng.integers(4, 20)] = 200
+    return image[..., None]
+
+
 def model_base(version_dir: Path, tmp: Path) -> Path:
     """A fresh base folder holding a copy of `version_dir` as version 1."""
     base = tmp / "saved_model" / "mnist"
     shutil.copytree(version_dir, base / "1")
     return base
+
+
+def stop_during(server, send):
+    """SIGTERM to a `ServerProcess` 0.2 s after `send()` starts on another thread: the server's exit status
+    and what `send()` returned (the request in flight as the server stopped)."""
+    import threading
+    import time
+
+    answer = {}
+    sender = threading.Thread(target=lambda: answer.update(result=send()))
+    sender.start()
+    time.sleep(0.2)
+    code = server.stop(signal.SIGTERM)
+    sender.join()
+    return code, answer.get("result")
 
 
 def tf_config(workers, task_type="worker", index=0, **cluster):

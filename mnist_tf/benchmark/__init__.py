@@ -15,8 +15,8 @@ all written to one JSON file and printed as tables (`report.py`):
                 the SavedModel and each TFLite variant of a trained model
     peak        the largest matmul rate this machine reaches, float32 and
                 bfloat16: the "peak" the throughput fractions divide by
-    serve       `mnist-tf serve` under load on loopback: single-image b64
-                requests from 1, 8 and 32 concurrent clients (serve_load.py)
+    serve       `mnist-tf serve` under load on loopback, REST and gRPC: single-image
+                PNG requests from 1, 8 and 32 concurrent clients (serve_load.py)
     compare     the `fast` and `seed` presets beside the reference programs in
                 ../shared/bench, run as child processes in the same sitting:
                 fit seconds to 99% against the Keras "simple MNIST convnet",

@@ -1,19 +1,22 @@
-"""The `serve` benchmark part: `mnist-tf serve` under bounded load on loopback.
+"""The `serve` benchmark part: `mnist-tf serve` under bounded load on loopback, over REST and gRPC.
 
-An async HTTP client keeps N requests in flight (N = 1, 8, 32 clients) for a
-fixed time, each a single-image `b64` PNG request to the `serving_bytes`
-signature, as the page and `predict --server` send. It reports requests/s,
-p50/p99 latency, failed requests (an HTTP error, a timeout or a wrong answer),
-the server's peak resident memory, and the same signature called in-process
-with no HTTP for comparison. Client and server share the machine's cores.
+An async client keeps N requests in flight (N = 1, 8, 32 clients) for a fixed
+time, each a single-image PNG request to the `serving_bytes` signature: over
+REST as `b64` JSON, as the page and `predict --server http://...` send (aiohttp),
+then over gRPC as a TensorProto (grpc.aio, TF Serving's stubs). It reports
+requests/s, p50/p99 latency, failed requests (an error status, a timeout or a
+wrong answer), the server's peak resident memory, and the same signature called
+in-process with no server for comparison. Client and server share the machine's cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,49 +39,92 @@ def latency_summary(latencies: Sequence[float], seconds: float) -> dict[str, flo
 
 
 _HEADERS = {"Content-Type": "application/json"}
+APIS = ("REST", "gRPC")
 
 
-async def _client(session: Any, url: str, body: bytes, deadline: float, latencies: list, failures: list) -> None:
-    """One client: one request at a time on its own connection until `deadline`."""
+@contextlib.asynccontextmanager
+async def _rest_clients(url: str, png: bytes, clients: int) -> AsyncIterator[list[Callable[[], Awaitable]]]:
+    """A call each for `clients` clients: a `b64` predict request on the client's own connection."""
     import aiohttp
 
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
+    body = json.dumps(request_body(png)).encode()
+    predict = f"{url}/v1/models/{MODEL_NAME}:predict"
+
+    async def call(session: Any) -> str | None:
         try:
-            async with session.post(url, data=body, headers=_HEADERS) as response:
+            async with session.post(predict, data=body, headers=_HEADERS) as response:
                 text = await response.read()
             ok = response.status == 200 and "predictions" in json.loads(text)
-            reason = None if ok else f"HTTP {response.status}: {text[:200]!r}"
+            return None if ok else f"HTTP {response.status}: {text[:200]!r}"
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-            reason = f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}"
+
+    # aiohttp (its HTTP parser is compiled) with a session and connection per client, made before the clock
+    # starts: a pure-Python client costs more CPU per request than the server, on the same cores.
+    timeout = aiohttp.ClientTimeout(total=30)
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout) for _ in range(clients)]
+    try:
+        yield [functools.partial(call, session) for session in sessions]
+    finally:
+        for session in sessions:
+            await session.close()
+
+
+@contextlib.asynccontextmanager
+async def _grpc_clients(address: str, png: bytes, clients: int) -> AsyncIterator[list[Callable[[], Awaitable]]]:
+    """A call each for `clients` clients: a Predict call with a TensorProto of the PNG on the client's own
+    channel (and connection)."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.model_spec.signature_name = BYTES_SIGNATURE
+    request.inputs[BYTES_INPUT_NAME].CopyFrom(tf.make_tensor_proto([png]))
+
+    async def call(stub: Any) -> str | None:
+        try:
+            response = await stub.Predict(request, timeout=30)
+        except grpc.aio.AioRpcError as e:
+            return f"{e.code().name}: {e.details()}"
+        return None if PROBABILITIES in response.outputs else "no probabilities in the answer"
+
+    # Channels to one address share a connection unless each has its own subchannel pool.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(clients)]
+    try:
+        yield [functools.partial(call, prediction_service_pb2_grpc.PredictionServiceStub(c)) for c in channels]
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def _client(call: Callable[[], Awaitable], deadline: float, latencies: list, failures: list) -> None:
+    """One client: one request at a time until `deadline`."""
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        reason = await call()
         if reason is None:
             latencies.append(time.perf_counter() - start)
         else:
             failures.append(reason)
 
 
-async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
-    import aiohttp
-
+async def _load(api: str, address: str, png: bytes, clients: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     failures: list[str] = []
-    # aiohttp (its HTTP parser is compiled) with a session and connection per client, made before the clock
-    # starts: a pure-Python client costs more CPU per request than the server, on the same cores.
-    timeout = aiohttp.ClientTimeout(total=30)
-    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout) for _ in range(clients)]
-    try:
+    connect = _rest_clients if api == "REST" else _grpc_clients
+    async with connect(address, png, clients) as calls:
         # Connections opened and used once before the clock starts: the figures are for steady state.
-        for session in sessions:
-            async with session.post(url, data=body, headers=_HEADERS) as response:
-                await response.read()
+        for call in calls:
+            await call()
         start = time.perf_counter()
         deadline = start + seconds
-        await asyncio.gather(*(_client(s, url, body, deadline, latencies, failures) for s in sessions))
+        await asyncio.gather(*(_client(call, deadline, latencies, failures) for call in calls))
         elapsed = time.perf_counter() - start
-    finally:
-        for session in sessions:
-            await session.close()
     return {
+        "api": api,
         "clients": clients,
         "seconds": round(elapsed, 2),
         "requests": len(latencies) + len(failures),
@@ -88,9 +134,10 @@ async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str
     }
 
 
-def run_load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
-    """`clients` concurrent request loops against `url` for `seconds`."""
-    return asyncio.run(_load(url, body, clients, seconds))
+def run_load(api: str, address: str, png: bytes, clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` concurrent request loops of one PNG each to `serving_bytes` for `seconds`: over REST
+    (`address` the server's URL) or gRPC (`address` host:port)."""
+    return asyncio.run(_load(api, address, png, clients, seconds))
 
 
 def direct_calls(version_dir: Path, png: bytes, seconds: float) -> dict[str, Any]:
@@ -127,38 +174,38 @@ def benchmark(
     from mnist_tf.benchmark.measurements import StealMeter, busy_seconds
     from mnist_tf.serve.process import ServerProcess
 
-    body = json.dumps(request_body(png)).encode()
     server = ServerProcess(Path(version_dir).parent, "--poll-seconds", "0", *server_options)
     rows = []
     try:
-        url = f"{server.url}/v1/models/{MODEL_NAME}:predict"
-        run_load(url, body, max(levels), min(3.0, seconds))  # warm-up, not reported
-        for clients in levels:
-            progress(f"serve: {clients} concurrent client(s) for {seconds:g} s")
-            steal, server_cpu, client_cpu, busy = (
-                StealMeter(),
-                server.cpu_seconds(),
-                time.process_time(),
-                busy_seconds(),
-            )
-            row = run_load(url, body, clients, seconds)
-            row["server_cpu_percent"] = _percent(server.cpu_seconds(), server_cpu, row["seconds"])
-            row["client_cpu_percent"] = _percent(time.process_time(), client_cpu, row["seconds"])
-            # Whatever else ran meanwhile: the figures hold only where this is near 0.
-            ours = (
-                _percent(busy_seconds(), busy, row["seconds"]),
-                row["server_cpu_percent"],
-                row["client_cpu_percent"],
-            )
-            row["other_cpu_percent"] = None if None in ours else round(max(0.0, ours[0] - ours[1] - ours[2]), 1)
-            rows.append({**row, "steal_percent": steal.stop()})
+        for api in APIS:
+            address = server.url if api == "REST" else server.grpc_address
+            run_load(api, address, png, max(levels), min(3.0, seconds))  # warm-up, not reported
+            for clients in levels:
+                progress(f"serve: {api}, {clients} concurrent client(s) for {seconds:g} s")
+                steal, server_cpu, client_cpu, busy = (
+                    StealMeter(),
+                    server.cpu_seconds(),
+                    time.process_time(),
+                    busy_seconds(),
+                )
+                row = run_load(api, address, png, clients, seconds)
+                row["server_cpu_percent"] = _percent(server.cpu_seconds(), server_cpu, row["seconds"])
+                row["client_cpu_percent"] = _percent(time.process_time(), client_cpu, row["seconds"])
+                # Whatever else ran meanwhile: the figures hold only where this is near 0.
+                ours = (
+                    _percent(busy_seconds(), busy, row["seconds"]),
+                    row["server_cpu_percent"],
+                    row["client_cpu_percent"],
+                )
+                row["other_cpu_percent"] = None if None in ours else round(max(0.0, ours[0] - ours[1] - ours[2]), 1)
+                rows.append({**row, "steal_percent": steal.stop()})
         peak = server.peak_rss_mib()
     finally:
         status = server.stop()
     progress(f"serve: the same signature called in-process for {seconds:g} s")
     return {
         "model": str(version_dir),
-        "request": f"one {len(png)}-byte PNG as b64, signature {BYTES_SIGNATURE}",
+        "request": f"one {len(png)}-byte PNG (REST: as b64; gRPC: a TensorProto), signature {BYTES_SIGNATURE}",
         "server_options": list(server_options),
         "rows": rows,
         "server_peak_rss_mib": None if peak is None else round(peak, 1),
@@ -171,19 +218,20 @@ def table(result: dict[str, Any]) -> str:
     """The serve part as a Markdown table."""
     lines = [
         f"\nServer: {result['request']}; peak RSS {result['server_peak_rss_mib']} MiB.",
-        "\n| clients | requests/s | p50 ms | p99 ms | requests | errors | server CPU | client CPU | other CPU | CPU steal |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "\n| API | clients | requests/s | p50 ms | p99 ms | requests | errors | server CPU | client CPU | other CPU | CPU steal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         steal = "n/a" if r.get("steal_percent") is None else f"{r['steal_percent']:.0f}%"
         lines.append(
-            f"| {r['clients']} | {r['requests_per_second']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"| {r.get('api', 'REST')} | {r['clients']} | {r['requests_per_second']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | "
             f"{r['requests']:,} | {r['errors']} | {_cpu(r.get('server_cpu_percent'))} | "
             f"{_cpu(r.get('client_cpu_percent'))} | {_cpu(r.get('other_cpu_percent'))} | {steal} |"
         )
     d = result["direct"]
     lines.append(
-        f"| in-process, no HTTP | {d['requests_per_second']:,.0f} | {d['p50_ms']} | {d['p99_ms']} | {d['calls']:,} | | | | | |"
+        f"| in-process | no server | {d['requests_per_second']:,.0f} | {d['p50_ms']} | {d['p99_ms']} | {d['calls']:,} "
+        "| | | | | |"
     )
     return "\n".join(lines)
 

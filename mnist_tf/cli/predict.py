@@ -22,8 +22,8 @@ from mnist_tf.core.errors import UserError
 @click.option(
     "--server",
     metavar="URL",
-    help="Send the images to a server speaking TF Serving's REST API (mnist-tf serve or TF Serving), "
-    "e.g. http://127.0.0.1:8501, instead of loading --model.",
+    help="Send the images to a server speaking TF Serving's REST or gRPC API (mnist-tf serve or TF Serving), "
+    "e.g. http://127.0.0.1:8501 or grpc://127.0.0.1:8500, instead of loading --model.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
 @click.option(

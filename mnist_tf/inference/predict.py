@@ -43,7 +43,8 @@ def predict(
     paths: Sequence[str | Path], model: str | Path | None = None, server: str | None = None
 ) -> list[Prediction]:
     """Classifies image files with `model` (any format `models` loads) or on `server`, a URL
-    speaking TF Serving's REST API; pass exactly one. See `predict_files` for unreadable files."""
+    speaking TF Serving's REST (http(s)://) or gRPC (grpc://) API; pass exactly one. See `predict_files`
+    for unreadable files."""
     if (model is None) == (server is None):
         raise ValueError("pass exactly one of model and server")
     if server is not None:

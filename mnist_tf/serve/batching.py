@@ -13,6 +13,7 @@ again request by request, so one bad image fails only its own request.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -54,12 +55,16 @@ def run_batch(servable: Any, signature: str, requests: Sequence[Tensors]) -> lis
 
 
 class Batcher:
-    """Runs signature calls on `workers` threads of `pool`, merging what queues meanwhile (up to `max_batch`)."""
+    """Runs signature calls on `workers` threads of `pool`, merging what queues meanwhile (up to `max_batch`).
 
-    def __init__(self, pool: Executor, workers: int, max_batch: int):
+    `metrics` (a `metrics.Metrics`), when given, sees the queue's depth and each model call.
+    """
+
+    def __init__(self, pool: Executor, workers: int, max_batch: int, metrics: Any = None):
         self.pool = pool
         self.free = workers
         self.max_batch = max_batch
+        self.metrics = metrics
         self.queue: deque = deque()  # (key, servable, signature, tensors, future)
 
     async def run(self, servable: Any, signature: str, tensors: Tensors) -> Tensors:
@@ -88,11 +93,17 @@ class Batcher:
             batch = self._take()
             self.free -= 1
             _, servable, signature, _, _ = batch[0]
+            start = time.perf_counter()
             done = loop.run_in_executor(self.pool, run_batch, servable, signature, [item[3] for item in batch])
-            done.add_done_callback(lambda f, batch=batch: self._finish(f, batch))
+            done.add_done_callback(lambda f, batch=batch, start=start: self._finish(f, batch, start))
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(len(self.queue))
 
-    def _finish(self, done: asyncio.Future, batch: list) -> None:
+    def _finish(self, done: asyncio.Future, batch: list, start: float) -> None:
         self.free += 1
+        if self.metrics is not None:
+            names = [item[1].name for item in batch]
+            self.metrics.model_call(names, sum(_size(item[3]) for item in batch), time.perf_counter() - start)
         results = done.result() if done.exception() is None else [done.exception()] * len(batch)
         for item, result in zip(batch, results):
             if item[4].done():  # The client went away.

@@ -1,15 +1,15 @@
-"""What one request may ask of the server, and the checks that refuse more."""
+"""What one request may ask of the server, and the checks that refuse more (RESOURCE_EXHAUSTED)."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
 
-from mnist_tf.serve.rest import RestError, invalid
+from mnist_tf.serve.status import RequestError, over_limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +24,11 @@ class Limits:
 async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
 
-    def too_large(size: str) -> RestError:
-        return RestError(
-            413,
+    def too_large(size: str) -> RequestError:
+        return over_limit(
             f"request body too large: {size} bytes, the limit is {limit:,} (--max-body-bytes); "
             "send fewer or smaller images per request",
+            http_status=413,
         )
 
     if content_length and content_length.isdigit() and int(content_length) > limit:
@@ -41,11 +41,16 @@ async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, li
     return bytes(body)
 
 
-def check_instances(tensors: dict[str, np.ndarray], limit: int) -> None:
-    """Refuses a request with more than `limit` instances (the first dimension of its inputs)."""
-    count = max((a.shape[0] for a in tensors.values() if a.ndim), default=1)
+def instance_count(shapes: Mapping[str, Sequence[int]]) -> int:
+    """How many instances a request holds: the first dimension of its inputs (1 for scalars)."""
+    return max((shape[0] for shape in shapes.values() if len(shape)), default=1)
+
+
+def check_instances(shapes: Mapping[str, Sequence[int]], limit: int) -> None:
+    """Refuses a request with more than `limit` instances."""
+    count = instance_count(shapes)
     if count > limit:
-        raise invalid(
+        raise over_limit(
             f"too many instances: {count:,} in one request, the limit is {limit:,} (--max-instances); "
             "split it into several requests"
         )
@@ -70,7 +75,7 @@ def check_image_pixels(tensors: dict[str, np.ndarray], limit: int) -> None:
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
                 continue
             if width * height > limit:
-                raise invalid(
+                raise over_limit(
                     f"image too large: {width}x{height} pixels in item {i}, the limit is {limit:,} pixels "
                     "(--max-image-pixels); crop or shrink it around the digit"
                 )

@@ -1,4 +1,4 @@
-"""`mnist-tf serve` as a child process on a free loopback port: for the load benchmark and the tests."""
+"""`mnist-tf serve` as a child process on free loopback ports: for the load benchmark and the tests."""
 
 from __future__ import annotations
 
@@ -13,17 +13,21 @@ from pathlib import Path
 
 
 class ServerProcess:
-    """Starts `mnist-tf serve --model BASE --port 0 OPTIONS...` and waits for its address (`url`).
+    """Starts `mnist-tf serve --model BASE --port 0 --grpc-port 0 OPTIONS...` and waits for its addresses:
+    `url` (REST) and `grpc_address` (host:port; None with --no-grpc). BASE None: OPTIONS name the models
+    (--model_config_file FILE).
 
     The server's stderr (access log included) goes to a temporary file, read with `log()`, removed by `stop()`.
     """
 
-    def __init__(self, base: Path, *options: str, timeout: float = 120):
+    def __init__(self, base: Path | None, *options: str, timeout: float = 120):
+        model = ["--model", str(base)] if base is not None else []
+        grpc = [] if "--no-grpc" in options or "--grpc-port" in options else ["--grpc-port", "0"]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         self._stderr = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", delete=False)  # noqa: SIM115
         self.stderr_path = Path(self._stderr.name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_tf", "serve", "--model", str(base), "--port", "0", *options],
+            [sys.executable, "-m", "mnist_tf", "serve", *model, "--port", "0", *grpc, *options],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
@@ -40,6 +44,8 @@ class ServerProcess:
             found = re.search(r"at (http://\S+?)/v1/models/", line)
             if found:
                 self.url = found.group(1)
+                grpc_found = re.search(r", gRPC at (\S+?),", line)
+                self.grpc_address = grpc_found.group(1) if grpc_found else None
                 return
         self.stop()
         raise RuntimeError(f"serve did not start within {timeout:.0f} s: {self.log()[-3000:]}")

@@ -14,9 +14,11 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
+
+from mnist_tf.serve.status import RequestError, invalid
 
 # TF's DataTypeString names -> numpy dtypes, with the range of the integer ones.
 NUMPY_DTYPES = {
@@ -37,30 +39,6 @@ NUMPY_DTYPES = {
 _FLOATS = ("float", "double")
 _INTS = ("int8", "int16", "int32", "int64", "uint8", "uint32", "uint64")
 _MAX_DEBUG_CHARS = 256
-
-
-class RestError(Exception):
-    """A request TF Serving would refuse: the HTTP status and the `error` message."""
-
-    CODES: ClassVar[dict[int, str]] = {
-        400: "INVALID_ARGUMENT",
-        404: "NOT_FOUND",
-        413: "INVALID_ARGUMENT",
-        501: "UNIMPLEMENTED",
-    }
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def status_string(self) -> str:
-        """As absl::Status::ToString() writes it inside another error."""
-        return f"{self.CODES.get(self.status, 'UNKNOWN')}: {self.message}"
-
-
-def invalid(message: str) -> RestError:
-    return RestError(400, message)
 
 
 def debug_string(value: Any) -> str:
@@ -105,7 +83,7 @@ def _is_element_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def _type_error(value: Any, dtype: str) -> RestError:
+def _type_error(value: Any, dtype: str) -> RequestError:
     return invalid(f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: {dtype}")
 
 
@@ -126,7 +104,7 @@ def _scalar(value: Any, dtype: str) -> Any:
             return _decode_b64(value)
         raise _type_error(value, dtype)
     if dtype not in (*_FLOATS, *_INTS, "bool", "string"):
-        raise RestError(501, f"Conversion of JSON Value: {debug_string(value)} to type: {dtype}")
+        raise RequestError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: {dtype}")
     if dtype == "string":
         if isinstance(value, str):
             return value.encode()
@@ -208,7 +186,7 @@ def _instances(instances: list, specs: Mapping[str, str]) -> dict[str, np.ndarra
                     raise invalid(f"Expecting tensor size: {first.size} but got: {array.size}")
                 if first.shape != array.shape:
                     raise invalid(f"Expecting shape {_shape(first.shape)} but got: {_shape(array.shape)}")
-            except RestError as e:
+            except RequestError as e:
                 raise invalid(f"Failed to process element: {where} of 'instances' list. Error: {e.status_string()}")
             if i:
                 rows[name].append(array)

@@ -1,19 +1,21 @@
-"""Runs the app on uvicorn: one socket, a one-line access log, clean shutdown on Ctrl-C and SIGTERM."""
+"""Runs the app on uvicorn and the gRPC services beside it: a one-line access log, clean shutdown on Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mnist_tf.core.errors import UserError
 from mnist_tf.serve.limits import Limits
+from mnist_tf.serve.model_config import ModelSource
 
 
 def is_loopback(host: str) -> bool:
@@ -78,6 +80,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+# How long in-flight requests may take to finish once the server is told to stop.
+GRACE_SECONDS = 30
+
+
 class _Stopped(Exception):
     """SIGTERM, after uvicorn's graceful shutdown."""
 
@@ -87,19 +93,24 @@ def _stop(*_: Any) -> None:
 
 
 def serve(
-    base: Path,
+    models: Sequence[ModelSource],
     host: str = "127.0.0.1",
     port: int = 8501,
     limits: Limits | None = None,
     poll_seconds: float = 1.0,
     threads: int = 2,
     max_batch: int = 32,
-    ready: Callable[[str, int], None] = lambda url, version: None,
+    ready: Callable[[str, str | None, dict[str, list[int]]], None] = lambda url, grpc_address, served: None,
+    grpc_port: int | None = 8500,
+    config_file: Path | None = None,
+    config_poll_seconds: float = 0.0,
 ) -> None:
-    """Serves the newest SavedModel version under `base` until Ctrl-C or SIGTERM.
+    """Serves `models` (`model_config.single_model(base)` or `read_model_config(file)`) until Ctrl-C or
+    SIGTERM: REST on `port`, gRPC on `grpc_port` (None: no gRPC), one process, one model holder.
+    `config_file`, the file `models` came from, is read again every `config_poll_seconds` (0: never).
 
-    `ready(url, version)` is called once the model is loaded and the socket listens.
-    In-flight requests finish before it returns (up to 30 s).
+    `ready(url, grpc_address, served)` is called once the models are loaded and both servers listen;
+    `served` holds each model's versions. In-flight requests on either finish before it returns (up to 30 s).
     """
     import uvicorn
 
@@ -107,24 +118,44 @@ def serve(
     from mnist_tf.serve.holder import ModelHolder
 
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
-    holder = ModelHolder(base, poll_seconds=poll_seconds, threads=threads, max_batch=max_batch)
-    servable = holder.start()
+    limits = limits or Limits()
+    holder = ModelHolder(models, poll_seconds, threads, max_batch, config_file, config_poll_seconds)
+    holder.start()
     sock = listen(host, port)
-    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(
         AccessLog(create_app(holder, limits)),
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACE_SECONDS,
         lifespan="off",
     )
-    server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-    ready(f"http://{shown}:{bound}", servable.version)
+
+    class Servers(uvicorn.Server):
+        """uvicorn, with the gRPC server started and stopped on its event loop beside it."""
+
+        grpc: Any = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            grpc_address = None
+            if grpc_port is not None:
+                from mnist_tf.serve.grpc_api import start_grpc
+
+                self.grpc, bound = await start_grpc(holder, limits, host, grpc_port)
+                grpc_address = f"{shown}:{bound}"
+            await super().startup(sockets)
+            ready(f"http://{shown}:{sock.getsockname()[1]}", grpc_address, holder.served())
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            stopping = [super().shutdown(sockets)]
+            if self.grpc is not None:  # refuses new calls at once, lets those in flight finish
+                stopping.append(self.grpc.stop(GRACE_SECONDS))
+            await asyncio.gather(*stopping)
+
     # uvicorn finishes the requests in flight on Ctrl-C or SIGTERM, then raises the signal again: return then.
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        server.run(sockets=[sock])
+        Servers(config).run(sockets=[sock])
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:

@@ -76,14 +76,14 @@ def test_serve_part_loads_a_real_server_and_calls_the_model_directly(tmp_path, t
     assert json.loads((out / "benchmark.json").read_text()) == json.loads(json.dumps(result))
     assert (out / "benchmark.md").read_text() == benchmark.tables(result) + "\n"
     serve = result["serve"]
-    assert [r["clients"] for r in serve["rows"]] == [1, 8, 32]
+    assert [(r["api"], r["clients"]) for r in serve["rows"]] == [(a, n) for a in ("REST", "gRPC") for n in (1, 8, 32)]
     for row in serve["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0, row
         assert row["requests_per_second"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
     assert serve["server_peak_rss_mib"] > 100 and serve["server_exit_status"] == 0  # TF alone is more
     assert serve["direct"]["calls"] > 0 and serve["direct"]["p50_ms"] > 0
     table = benchmark.tables(result)
-    assert "| 32 |" in table and "in-process, no HTTP" in table
+    assert "| REST | 32 |" in table and "| gRPC | 32 |" in table and "| in-process | no server |" in table
 
 
 def _torch_python_for_tests():

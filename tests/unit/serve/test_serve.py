@@ -11,57 +11,18 @@ import base64
 import json
 import shutil
 import signal
-import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import model_base, png_bytes
+from helpers import digit_image, model_base, png_bytes, stop_during
 
 from mnist_tf.cli import main
 from mnist_tf.serve.process import ServerProcess
 from mnist_tf.serve.rest import format_float
 from mnist_tf.serve.server import is_loopback
-
-LIMITS = ("--max-instances", "4", "--max-body-bytes", "200000", "--max-image-pixels", "10000")
-
-
-def digit_image(seed: int = 0) -> np.ndarray:
-    """A uint8 [28,28,1] stroke-like image: a bar and a random blob, white on black."""
-    rng = np.random.default_rng(seed)
-    image = np.zeros((28, 28), np.uint8)
-    image[6:22, 12:16] = 255
-    image[rng.integers(4, 20), rng.integers(4, 20)] = 200
-    return image[..., None]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_saved_model, tmp_path_factory):
-    base = model_base(tiny_saved_model, tmp_path_factory.mktemp("serve"))
-    process = ServerProcess(base, *LIMITS, "--poll-seconds", "0")
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_saved_model):
-    """The SavedModel called in this process: what every answer must equal."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(tiny_saved_model))
-
-    def call(signature: str, **inputs):
-        return {k: v.numpy() for k, v in loaded.signatures[signature](**inputs).items()}
-
-    return call
 
 
 def b64(data: bytes) -> dict:
@@ -318,7 +279,9 @@ def test_every_request_is_logged_in_one_line(client, server):
     assert lines() and lines()[-1].startswith("127.0.0.1 ") and lines()[-1].endswith("ms")
 
 
-def test_predict_through_the_server(server, reference, tmp_path):
+@pytest.mark.parametrize("api", ["REST", "gRPC"])
+def test_predict_through_the_server(server, reference, tmp_path, api):
+    url = server.url + "/" if api == "REST" else f"grpc://{server.grpc_address}"
     good = tmp_path / "digit.png"
     good.write_bytes(png_bytes(digit_image(6)))
     (tmp_path / "notes.txt").write_text("not an image")
@@ -329,7 +292,7 @@ def test_predict_through_the_server(server, reference, tmp_path):
         [
             "predict",
             "--server",
-            server.url + "/",
+            url,
             str(good),
             str(tmp_path / "missing.png"),
             str(tmp_path / "notes.txt"),
@@ -339,11 +302,9 @@ def test_predict_through_the_server(server, reference, tmp_path):
     assert f"{good}: {digit} ({expected['probabilities'][0][digit]:.1%})" in result.output
     assert f"{tmp_path / 'missing.png'}: error: no such file" in result.output
     assert f"{tmp_path / 'notes.txt'}: error: Unknown image file format" in result.output
-    as_json = CliRunner().invoke(main, ["predict", "--server", server.url, "--json", str(good)])
+    as_json = CliRunner().invoke(main, ["predict", "--server", url, "--json", str(good)])
     assert as_json.exit_code == 0 and json.loads(as_json.output)[0]["digit"] == digit
-    shown = CliRunner().invoke(
-        main, ["predict", "--server", server.url, "--show", str(tmp_path / "saw.png"), str(good)]
-    )
+    shown = CliRunner().invoke(main, ["predict", "--server", url, "--show", str(tmp_path / "saw.png"), str(good)])
     assert shown.exit_code == 0 and (tmp_path / "saw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -394,16 +355,11 @@ def test_picks_up_a_new_version_and_stops_cleanly_on_sigterm(tiny_saved_model, t
             assert client.post("/v1/models/mnist/versions/1:predict", json={"instances": [PIXELS]}).status_code == 404
             # SIGTERM while a large request is in flight on this kept-alive connection: it is answered.
             big = json.dumps({"instances": [PIXELS] * 256})
-            answer = {}
-            sender = threading.Thread(target=lambda: answer.update(r=client.post(PREDICT, content=big)))
-            sender.start()
-            time.sleep(0.2)
-            code = server.stop(signal.SIGTERM)
-            sender.join()
+            code, answer = stop_during(server, lambda: client.post(PREDICT, content=big))
     finally:
-        code = server.stop(signal.SIGTERM)
+        server.stop(signal.SIGTERM)
     assert code == 0, server.log()
-    assert answer["r"].status_code == 200 and len(answer["r"].json()["predictions"]) == 256
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 256
     assert "stopped" in "".join(server.stdout)
 
 
@@ -439,7 +395,7 @@ def test_batcher_merges_what_queues_and_isolates_a_bad_request(tiny_saved_model,
 
     from mnist_tf.serve.batching import Batcher
     from mnist_tf.serve.holder import load_servable
-    from mnist_tf.serve.rest import RestError
+    from mnist_tf.serve.status import RequestError
 
     servable = load_servable(tiny_saved_model, 1)
     calls = []
@@ -465,4 +421,4 @@ def test_batcher_merges_what_queues_and_isolates_a_bad_request(tiny_saved_model,
     expected = reference("serving_bytes", image_bytes=np.array(data, object))
     for i in range(6):
         np.testing.assert_allclose(results[i]["probabilities"][0], expected["probabilities"][i], rtol=1e-4, atol=1e-6)
-    assert isinstance(results[6], RestError) and results[6].status == 400
+    assert isinstance(results[6], RequestError) and results[6].code == "INVALID_ARGUMENT"
