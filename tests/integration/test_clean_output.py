@@ -15,7 +15,7 @@ from helpers import REPO
 
 # Every line a run may print: the project's own, TFDS's two preparation lines, Keras' epoch lines.
 OWN_LINES = re.compile(
-    r"^(mnist-tf \d|config: |threads: |mixed precision: |Downloading and preparing dataset |"
+    r"^(mnist-tf \d|config: |settings: |threads: |mixed precision: |Downloading and preparing dataset |"
     r"Dataset mnist downloaded and prepared |Epoch \d+/\d+$|\d+/\d+ - |test accuracy |wrote )"
 )
 CHATTER = ("cuda", "cuInit", "oneDNN", "absl", "dataset_info.json", "MiB/s", "I0000", "E0000", "W0000")
