@@ -59,6 +59,8 @@ def machine() -> dict[str, Any]:
         # The units that decide bfloat16 speed: AVX-512 BF16 dot products, AMX tiles.
         "cpu_features": [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags],
         "cores": os.cpu_count(),
+        # Set to emulate an older CPU: oneDNN's kernels use no instructions above it.
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

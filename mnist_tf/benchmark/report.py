@@ -12,10 +12,11 @@ from mnist_tf.benchmark.references import FAST_MIN_ACCURACY
 def tables(result: dict[str, Any]) -> str:
     """Markdown tables of `result`, as printed and pasted into docs/performance.md."""
     m, t = result["machine"], result["threads"]
+    held = f"oneDNN held to {m['onednn_max_cpu_isa']}, " if m.get("onednn_max_cpu_isa") else ""
     out = [
         (
             f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'no AVX-512'}), {m['cores']} cores, "
-            f"GPUs: {', '.join(m['gpus']) or 'none'}; "
+            f"{held}GPUs: {', '.join(m['gpus']) or 'none'}; "
             f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; threads intra-op {t['intra_op']}, inter-op {t['inter_op']}."
         )
     ]

@@ -37,5 +37,7 @@ def isa() -> list[str]:
 
 
 def describe() -> dict[str, object]:
-    """The CPU for a record: its name and the ISA extensions that matter, and the cores."""
-    return {"cpu": cpu_name(), "isa": isa(), "cores": os.cpu_count()}
+    """The CPU for a record: its name and the ISA extensions that matter, and the cores; and the instruction
+    set oneDNN is held to where `ONEDNN_MAX_CPU_ISA` emulates an older CPU."""
+    held = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return {"cpu": cpu_name(), "isa": isa(), "cores": os.cpu_count(), **({"onednn_max_cpu_isa": held} if held else {})}

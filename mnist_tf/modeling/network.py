@@ -11,8 +11,8 @@ preset is the classic MNIST convnet, kept as a baseline:
 
 The `default` preset has two blocks per stage and two stages,
 Conv32-Conv32, pool, Conv64-Conv64, pool (7*7*64 = 3,136 features), Dense(256).
-The `fast` preset's first convolution has stride 2 (28x28 -> 14x14), then
-Conv32, pool, Conv64, pool (3*3*64 = 576 features), Dense(128).
+The `fast` preset's first convolution (16 filters) has stride 2 (28x28 -> 14x14),
+then Conv32, pool, Conv48, pool (3*3*48 = 432 features), Dense(128).
 
 The logits carry no BatchNorm or ReLU: a ReLU would clip every negative
 score to zero and BatchNorm would renormalise the scores the loss compares.

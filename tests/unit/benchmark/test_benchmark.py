@@ -315,3 +315,15 @@ def test_the_throughput_table_shows_the_cost_per_image_and_what_the_machine_achi
     assert cells["M multiply-adds/img (forward)"] == "2.84"  # 5.68 MFLOP: 2.84 M multiply-adds
     assert cells["GFLOP/s"] == "34.1"  # 2,000 images/s x 17.04 MFLOP
     assert cells["of peak"] == "25.0%"
+
+
+def test_the_machine_line_says_when_onednn_is_held_to_an_older_instruction_set(monkeypatch):
+    threads = {"intra_op": 2, "inter_op": 1}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    held = measurements.machine()
+    assert held["onednn_max_cpu_isa"] == "AVX2"
+    assert "cores, oneDNN held to AVX2, GPUs:" in benchmark.tables({"machine": held, "threads": threads})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    native = measurements.machine()
+    assert native["onednn_max_cpu_isa"] is None
+    assert "held to" not in benchmark.tables({"machine": native, "threads": threads})

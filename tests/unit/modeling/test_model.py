@@ -22,10 +22,10 @@ from mnist_tf.modeling.network import build_model
             + (576 * 128 + 512)
             + (128 * 10 + 10),
         ),
-        # fast: 1->32 (stride 2), 32->32, pool, 32->64, pool: 3*3*64 = 576 features for Dense(128).
+        # fast: 1->16 (stride 2), 16->32, pool, 32->48, pool: 3*3*48 = 432 features for Dense(128).
         (
             config.FAST,
-            (9 * 32 + 128) + (9 * 32 * 32 + 128) + (9 * 32 * 64 + 256) + (576 * 128 + 512) + (128 * 10 + 10),
+            (9 * 16 + 64) + (9 * 16 * 32 + 128) + (9 * 32 * 48 + 192) + (432 * 128 + 512) + (128 * 10 + 10),
         ),
     ],
     ids=["seed", "default", "fast"],
@@ -45,10 +45,10 @@ def test_shapes_add_up_through_every_stage():
 
 def test_a_first_stride_of_2_halves_the_input_at_once():
     model = build_model(config.FAST)
-    assert model.get_layer("stage1_block1_relu").output.shape == (None, 14, 14, 32)
-    assert model.get_layer("stage2_pool").output.shape == (None, 3, 3, 64)
+    assert model.get_layer("stage1_block1_relu").output.shape == (None, 14, 14, 16)
+    assert model.get_layer("stage2_pool").output.shape == (None, 3, 3, 48)
     full_resolution = build_model(config.FAST.replace(first_stride=1))
-    assert full_resolution.get_layer("stage1_block1_relu").output.shape == (None, 28, 28, 32)
+    assert full_resolution.get_layer("stage1_block1_relu").output.shape == (None, 28, 28, 16)
 
 
 def test_width_and_depth_are_configurable():
