@@ -67,6 +67,7 @@ def benchmark_command(
     bench_dir: Path | None,
     data_dir: Path | None,
     manual_dir: Path | None,
+    dataset: str | None,
 ) -> None:
     """Measure training speed, time to accuracy, inference speed, serving under load, memory, and the
     presets beside reference programs (compare).
@@ -97,7 +98,7 @@ def benchmark_command(
     )
     result = benchmark.run_benchmark(
         out,
-        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        runinfo.data_source(model_path, data_dir, manual_dir, note, dataset),
         parts or choices.BENCHMARK_PARTS,
         settings,
         model=model_path,
