@@ -3,9 +3,11 @@
     OUT/tflite/mnist_<kind>.tflite            float32, dynamic_range, float16, int8
     OUT/tflite/mnist_preprocess.tflite        any picture -> MNIST's 28x28 form
     OUT/tflite/report.json, report.png        accuracy, size, latency, agreement
+    OUT/tflite/labels.txt                     the class names, one a line
 
 Every classifier variant is converted from the SavedModel's `serving_default`
-signature and keeps its names: `image` uint8 [N,28,28,1] -> `probabilities`.
+signature and keeps its names: `image` uint8 [N,28,28,1] -> `probabilities`,
+`class_id`, `class_name`, `logits`. OUT/tflite/labels.txt holds the class names.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mnist_tf.inference.loading import TFLiteRunner
 from mnist_tf.inference.timing import single_image_ms
 
 PREPROCESS_FILE = "mnist_preprocess.tflite"
+LABELS_FILE = "labels.txt"
 PREPROCESS_SIGNATURE = "preprocess"
 LATENCY_IMAGES = 500  # test images the batch-1 latency is timed on
 
@@ -74,11 +77,20 @@ def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.n
 
 
 def export_tflite(
-    saved_model_dir: Path, out_dir: Path, calibration_images: np.ndarray, kinds: Sequence[str] = TFLITE_KINDS
+    saved_model_dir: Path,
+    out_dir: Path,
+    calibration_images: np.ndarray,
+    kinds: Sequence[str] = TFLITE_KINDS,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite, and the preprocessing as
-    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths."""
+    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths.
+
+    Each classifier keeps the SavedModel's `class_name` output; `class_names`, when given, are also
+    written to OUT/tflite/labels.txt, one a line, for apps that read labels from a file."""
     paths = {}
+    if class_names is not None:
+        write_bytes(Path(out_dir) / LABELS_FILE, "".join(f"{n}\n" for n in class_names).encode(), "the class names")
     for kind in kinds:
         content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
         paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"

@@ -1,11 +1,13 @@
 """Load a trained model from any format mnist-tf writes, as one kind of callable.
 
 Every loader returns a `ProbaFn`: uint8 images [N,28,28,1] -> probabilities
-[N,10], so evaluation and prediction do not care which format they run.
+[N,C] (C classes, 10 for MNIST), so evaluation and prediction do not care which
+format they run; `class_names_of` finds the classes' names beside any format.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -108,6 +110,27 @@ class TFLiteRunner:
         self.interpreter.set_tensor(self.input, images)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output).copy()
+
+
+def class_names_of(path: str | Path) -> tuple[str, ...] | None:
+    """The class names a model was trained with, class 0 first; None when they cannot be found.
+
+    A run's model.keras: its run.json (`data.class_names`). A SavedModel version folder:
+    assets.extra/labels.txt. A .tflite file: the labels.txt beside it, as `mnist-tf export` writes it.
+    """
+    path = resolve_model_path(path)
+    if path.suffix == ".keras":
+        try:
+            names = (json.loads(RunDir(path.parent).run_info.read_text()).get("data") or {}).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return tuple(str(n) for n in names) if isinstance(names, list) else None
+    labels = path / "assets.extra" / "labels.txt" if path.is_dir() else path.parent / "labels.txt"
+    try:
+        names = labels.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return tuple(names) if all(names) else None
 
 
 def load_proba_fn(path: str | Path) -> ProbaFn:
