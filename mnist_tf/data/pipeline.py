@@ -14,7 +14,15 @@ import tensorflow as tf
 
 from mnist_tf.config import Config
 from mnist_tf.data.augment import augmenter
-from mnist_tf.data.sources import Source, class_names, load_split, split_names, train_size
+from mnist_tf.data.sources import (
+    Augmentation,
+    Source,
+    augmentation,
+    class_names,
+    load_split,
+    split_names,
+    train_size,
+)
 
 EVAL_BATCH_SIZE = 1000
 # The most examples a split read in memory may have when its size is not known beforehand.
@@ -51,8 +59,10 @@ def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
-def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
+def train_pipeline(ds: tf.data.Dataset, cfg: Config, augmentation: Augmentation | None = None) -> tf.data.Dataset:
     """Shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches.
+
+    `augmentation` says which augmentations suit the data (`sources.augmentation`; default: MNIST's).
 
     `ds` should be in memory (`in_memory`), so no epoch waits on reading files.
     Batches are global batches of `cfg.batch_size`: a strategy splits each one over its replicas.
@@ -61,7 +71,8 @@ def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
     ds = ds.shuffle(max(size, 1), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size)
     if cfg.augment:
-        layers = augmenter(cfg.seed)
+        kind = augmentation or Augmentation()
+        layers = augmenter(cfg.seed, pens=kind.pens, mirror=kind.mirror)
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             moved = layers(tf.cast(images, tf.float32), training=True)
@@ -106,7 +117,7 @@ def make_datasets(cfg: Config, source: Source) -> Datasets:
     train = in_memory(load_split(train_split, source))
     validation = in_memory(load_split(val_split, source)) if cfg.validation_examples else None
     return Datasets(
-        train=train_pipeline(train, cfg),
+        train=train_pipeline(train, cfg, augmentation(source)),
         validation=eval_pipeline(validation) if validation is not None else None,
         test=eval_pipeline(in_memory(load_split("test", source))),
         train_examples=int(train.cardinality()),

@@ -184,9 +184,8 @@ def _slice(folder: idx.Folder, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def class_names(source: Source) -> tuple[str, ...]:
     """The data set's class names, label 0 first: TFDS's ClassLabel names, or a folder's labels.txt (else 0..N-1)."""
-    folder = read_directly(source)
-    if folder is not None:
-        return folder.class_names
+    if source.folder is not None:
+        return read_directly(source).class_names
     return tuple(tfds.builder(source.dataset, data_dir=source.data_dir).info.features["label"].names)
 
 
@@ -194,6 +193,26 @@ def train_size(source: Source) -> int:
     """Examples in the data set's training split."""
     folder = read_directly(source)
     return len(folder.splits["train"][1]) if folder is not None else TRAIN_SIZES[source.dataset]
+
+
+# Data drawn with a pen, whose training images are also redrawn with thicker and thinner pens; and data that
+# a left-right mirror leaves in its class, whose training images are also mirrored. A folder is neither:
+# nothing is known of what it holds, so it gets only small turns, shifts and zooms.
+PEN_DRAWN = ("mnist", "kmnist", "emnist/digits", "emnist/mnist")
+MIRROR_INVARIANT = ("fashion_mnist",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Which of `data.augment`'s augmentations suit a data set, beside the small turns, shifts and zooms."""
+
+    pens: bool = True
+    mirror: bool = False
+
+
+def augmentation(source: Source) -> Augmentation:
+    """The augmentations that suit the data set (`PEN_DRAWN`, `MIRROR_INVARIANT`)."""
+    return Augmentation(pens=source.dataset in PEN_DRAWN, mirror=source.dataset in MIRROR_INVARIANT)
 
 
 def is_emnist(source: Source) -> bool:

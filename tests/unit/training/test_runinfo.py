@@ -30,7 +30,8 @@ def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, mon
     resumed = config.FAST.replace(jit=True, steps_per_execution=4, deterministic=True, time_budget=600.0)
     runinfo.record_start(run_dir, sources.Source(), resumed, {"strategy": "mirrored", "replicas": 2})
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["data"] == {"data_dir": None, "manual_dir": None}  # the last start's data
+    digits = [str(c) for c in range(10)]  # the last start's data, with the data set and its class names
+    assert record["data"] == {"data_dir": None, "manual_dir": None, "dataset": "mnist", "class_names": digits}
     assert record["trained"] == [
         {
             "from_epoch": 0,
