@@ -66,7 +66,7 @@ def data_options(fn: Callable | None = None, *, from_run: bool = False) -> Calla
         metavar="NAME|DIR",
         default=None if from_run else choices.DEFAULT_DATASET,
         show_default=not from_run,
-        help=f"{DATASET_HELP}{lent or ''}",
+        help=DATASET_HELP + lent,
     )(fn)
     fn = click.option(
         "--manual-dir",
