@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES
+from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES, TFLITE_CLASS_NAMES
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.rundir import RunDir
 from mnist_tf.core.types import ProbaFn
@@ -116,7 +116,8 @@ def class_names_of(path: str | Path) -> tuple[str, ...] | None:
     """The class names a model was trained with, class 0 first; None when they cannot be found.
 
     A run's model.keras: its run.json (`data.class_names`). A SavedModel version folder:
-    assets.extra/labels.txt. A .tflite file: the labels.txt beside it, as `mnist-tf export` writes it.
+    assets.extra/labels.txt. A .tflite file: its metadata, else the labels.txt beside it, as
+    `mnist-tf export` writes both.
     """
     path = resolve_model_path(path)
     if path.suffix == ".keras":
@@ -125,12 +126,30 @@ def class_names_of(path: str | Path) -> tuple[str, ...] | None:
         except (OSError, ValueError, AttributeError):
             return None
         return tuple(str(n) for n in names) if isinstance(names, list) else None
+    if path.suffix == ".tflite":
+        names = tflite_class_names(path)
+        if names is not None:
+            return names
     labels = path / "assets.extra" / "labels.txt" if path.is_dir() else path.parent / "labels.txt"
     try:
         names = labels.read_text(encoding="utf-8").rstrip("\n").split("\n")
     except (OSError, UnicodeDecodeError):
         return None
     return tuple(names) if all(names) else None
+
+
+def tflite_class_names(path: Path) -> tuple[str, ...] | None:
+    """The class names in a TFLite model's metadata (`export.tflite.with_class_names`); None without them."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    try:
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    except Exception:  # noqa: BLE001  (not a flatbuffer: the loader says so in its own words)
+        return None
+    for entry in model.metadata or []:
+        if entry.name.decode() == TFLITE_CLASS_NAMES:
+            return tuple(bytes(model.buffers[entry.buffer].data).decode("utf-8").split("\n"))
+    return None
 
 
 def load_proba_fn(path: str | Path) -> ProbaFn:
