@@ -1,17 +1,23 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   create .venv if missing, train the default model on real MNIST within TIME_BUDGET, export it
+#                (DATASET=fashion_mnist, kmnist, emnist/digits or emnist/mnist: that data set instead)
 #   make test    create .venv if missing, run the whole test suite (fast and slow tests)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUN_DIR ?= runs/default
-EXPORT_DIR ?= export
+# The data set: mnist, or another TFDS name mnist-tf train --dataset takes (a folder: set RUN_DIR too).
+DATASET ?= mnist
+RUN_DIR ?= runs/$(if $(filter mnist,$(DATASET)),default,$(DATASET))
+EXPORT_DIR ?= export$(if $(filter mnist,$(DATASET)),,/$(DATASET))
 # make train's fit time: the default preset's epochs are planned to fit it on this CPU (mnist-tf train --time-budget).
 TIME_BUDGET ?= 10m
-# Offline machines: the four original MNIST archives (see README, "Offline data").
-MANUAL_DIR ?= $(wildcard ../shared/datasets/mnist)
+# Offline machines: the data set's archives (see README, "Offline data"), the first of these folders that
+# exists: ../shared/datasets/NAME, and for Fashion-MNIST Debian's package dataset-fashion-mnist.
+MANUAL_DIRS := ../shared/datasets/$(DATASET) $(if $(filter fashion_mnist,$(DATASET)),/usr/share/datasets/fashion-mnist)
+MANUAL_DIR ?= $(firstword $(wildcard $(MANUAL_DIRS)))
 MANUAL_FLAG := $(if $(MANUAL_DIR),--manual-dir $(MANUAL_DIR),)
+DATASET_FLAG := $(if $(filter mnist,$(DATASET)),,--dataset $(DATASET))
 
 .PHONY: install train export test test-fast lint benchmark clean
 
@@ -24,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: install
-	$(BIN)/mnist-tf train --run-dir $(RUN_DIR) --time-budget $(TIME_BUDGET) $(MANUAL_FLAG)
+	$(BIN)/mnist-tf train --run-dir $(RUN_DIR) --time-budget $(TIME_BUDGET) $(DATASET_FLAG) $(MANUAL_FLAG)
 	$(BIN)/mnist-tf export --model $(RUN_DIR) --out $(EXPORT_DIR) --tflite $(MANUAL_FLAG)
 
 # Every benchmark part, preset and 3 seeds (about 40 min on 2 cores); see docs/performance.md.

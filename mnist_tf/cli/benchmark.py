@@ -10,6 +10,7 @@ import click
 from mnist_tf import config
 from mnist_tf.cli.common import data_options, main, note, start_tensorflow, user_errors
 from mnist_tf.config import choices
+from mnist_tf.core.errors import UserError
 
 
 @main.command(name="benchmark")
@@ -67,6 +68,7 @@ def benchmark_command(
     bench_dir: Path | None,
     data_dir: Path | None,
     manual_dir: Path | None,
+    dataset: str | None,
 ) -> None:
     """Measure training speed, time to accuracy, inference speed, serving under load, memory, and the
     presets beside reference programs (compare).
@@ -95,9 +97,15 @@ def benchmark_command(
         serve_seconds=serve_seconds,
         bench_dir=bench_dir,
     )
+    source = runinfo.data_source(model_path, data_dir, manual_dir, note, dataset)
+    if source.dataset != choices.DEFAULT_DATASET and "compare" in (parts or choices.BENCHMARK_PARTS):
+        raise UserError(
+            f"the compare part times the reference programs to MNIST's accuracy targets, not on {source.dataset}: "
+            "leave it out (--part peak --part throughput ...) or benchmark on mnist"
+        )
     result = benchmark.run_benchmark(
         out,
-        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        source,
         parts or choices.BENCHMARK_PARTS,
         settings,
         model=model_path,

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from mnist_tf import __version__, config
+from mnist_tf.config import choices
 from mnist_tf.core.errors import UserError
 
 
@@ -47,17 +48,33 @@ def preset_values(field: str) -> str:
     return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
+DATASET_HELP = (
+    f"The data: a TensorFlow Datasets name ({', '.join(choices.DATASETS)}) or a folder holding the four IDX "
+    "archives (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+    "t10k-labels-idx1-ubyte.gz) and optionally labels.txt, one class name a line."
+)
+
+
 def data_options(fn: Callable | None = None, *, from_run: bool = False) -> Callable:
-    """--data-dir and --manual-dir; `from_run`: a run given as --model reuses the ones its train was given."""
+    """--dataset, --data-dir and --manual-dir; `from_run`: a run given as --model reuses the ones its train
+    was given."""
     if fn is None:
         return functools.partial(data_options, from_run=from_run)
     lent = " Without it, a run given as --model reuses the one its train was given." if from_run else ""
     fn = click.option(
+        "--dataset",
+        metavar="NAME|DIR",
+        default=None if from_run else choices.DEFAULT_DATASET,
+        show_default=not from_run,
+        help=DATASET_HELP + lent,
+    )(fn)
+    fn = click.option(
         "--manual-dir",
         type=click.Path(file_okay=False, path_type=Path),
         envvar="MNIST_TF_MANUAL_DIR",
-        help="Folder with the four original MNIST .gz archives, for machines without internet "
-        f"(env: MNIST_TF_MANUAL_DIR).{lent}",
+        help="Folder with the TFDS data set's original archives (MNIST's: its four .gz files), for machines "
+        "without internet; copies recompressed by a distribution are accepted when their content is known "
+        f"(mnist, fashion_mnist) (env: MNIST_TF_MANUAL_DIR).{lent}",
     )(fn)
     return click.option(
         "--data-dir",

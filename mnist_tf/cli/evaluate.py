@@ -40,23 +40,26 @@ def evaluate_command(
     person_made_examples: int,
     data_dir: Path | None,
     manual_dir: Path | None,
+    dataset: str | None,
 ) -> None:
-    """Evaluate a model on the 10,000 MNIST test images (and, with --person-made, on person-made pictures)."""
+    """Evaluate a model on the test split of its data set (and, with --person-made, on person-made pictures)."""
     start_tensorflow()
+    from mnist_tf.data import sources
     from mnist_tf.evaluation import metrics
     from mnist_tf.jobs import evaluate
     from mnist_tf.jobs import person_made as people
     from mnist_tf.training import runinfo
 
+    source = runinfo.data_source(model_path, data_dir, manual_dir, note, dataset)
     report = evaluate.evaluate_model(
         model_path,
-        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        source,
         out,
         person_made_examples=person_made_examples if person_made else 0,
         progress=lambda message: click.echo(message, err=True),
     )
     result = report.evaluation
-    click.echo(metrics.per_class_table(result))
+    click.echo(metrics.per_class_table(result, sources.class_names(source)))
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
     click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png")
     if report.person_made is not None:

@@ -49,6 +49,7 @@ def export_command(
     max_accuracy_drop: float,
     data_dir: Path | None,
     manual_dir: Path | None,
+    dataset: str | None,
 ) -> None:
     """Export a model as a TF Serving SavedModel and verified TFLite variants."""
     start_tensorflow()
@@ -79,7 +80,7 @@ def export_command(
     export.export_model(
         model_path,
         out,
-        runinfo.data_source(model_path, data_dir, manual_dir, note),
+        runinfo.data_source(model_path, data_dir, manual_dir, note, dataset),
         version=version,
         tflite_kinds=kinds or (choices.TFLITE_KINDS if tflite else ()),  # Naming a --tflite-kind implies --tflite.
         calibration_examples=calibration_examples,

@@ -36,13 +36,20 @@ from mnist_tf.core.errors import UserError
 def predict_command(
     model_path: Path | None, server: str | None, as_json: bool, show: Path | None, images: tuple[Path, ...]
 ) -> None:
-    """Classify pictures of digits (PNG, JPEG, ...): prints `file: digit (probability)`.
+    """Classify pictures (PNG, JPEG, ...): prints `file: class (probability)`, the class by its name when
+    the model's data set names it (Fashion-MNIST's "Sneaker", a folder's labels.txt).
 
     Any picture works: dark ink on paper or light on dark, a photo, a scan, a
-    transparent canvas, colour or grey. Each is put in MNIST's form first: the
-    digit is found, cropped, fitted to 20x20 and centred in 28x28 (see --show).
+    transparent canvas, colour or grey. Each is put in MNIST's form first, whatever
+    data set the model was trained on: the ink is found, cropped, fitted to 20x20
+    and centred in 28x28 (see --show), as the SavedModel's serving_bytes signature,
+    the TFLite preprocessing and the server's page do. That suits digit-like data
+    (MNIST, EMNIST, KMNIST); images that fill the frame, as Fashion-MNIST's do,
+    reach the model smaller than it was trained on, and a photo with a busy background
+    is not cut out: for such models, send 28x28 pixels in their data's own form to the
+    SavedModel's serving_default signature (REST "instances"), which takes them as they are.
     Exits with status 1 when any file could not be classified (unreadable, or
-    no digit in it); the others are still printed.
+    nothing found in it); the others are still printed.
     """
     from mnist_tf.inference import predict
 

@@ -100,13 +100,14 @@ def train(
     overwrite: bool,
     data_dir: Path | None,
     manual_dir: Path | None,
+    dataset: str,
     jit: str | None,
     no_jit: bool,
     strategy: str,
     settings: tuple[str, ...],
     **overrides: Any,
 ) -> None:
-    """Train a model on MNIST, then evaluate it on the test split.
+    """Train a model on MNIST (or another --dataset), then evaluate it on the test split.
 
     Re-running the same command after an interruption resumes the run.
     """
@@ -117,7 +118,7 @@ def train(
         options["jit"] = {"auto": None, "on": True, "off": False}["off" if no_jit else jit]
     cfg = config.configure(config.preset(preset), options, settings)
     run_dir = run_dir or Path("runs") / preset
-    click.echo(f"mnist-tf {__version__}: training preset {preset!r} in {run_dir}")
+    click.echo(f"mnist-tf {__version__}: training preset {preset!r} on {dataset} in {run_dir}")
     # oneDNN and the thread pools are fixed when TensorFlow starts: the settings are decided first.
     chosen, tuned = tuning.resolve(cfg, progress=lambda line: click.echo(f"settings: {line}", err=True))
     tuning.before_tensorflow(chosen)
@@ -127,15 +128,14 @@ def train(
     from mnist_tf.jobs import train
     from mnist_tf.training import setup, signals
 
+    source = sources.Source.from_options(data_dir, manual_dir, dataset)
     cfg = tuning.apply(cfg, chosen)
     click.echo("config: " + json.dumps(cfg.to_dict()))
     click.echo(tuning.describe(tuned))
     click.echo("threads: " + json.dumps(setup.set_threads(chosen.intra_op, chosen.inter_op)))
     try:
         with signals.signals_as_interrupts():  # docker stop, Kubernetes and batch schedulers send SIGTERM.
-            metrics = train.train_and_evaluate(
-                cfg, run_dir, sources.Source.from_options(data_dir, manual_dir), overwrite, strategy, tuning=tuned
-            )
+            metrics = train.train_and_evaluate(cfg, run_dir, source, overwrite, strategy, tuning=tuned)
     except KeyboardInterrupt as e:
         stopped = "Stopped by SIGTERM" if isinstance(e, signals.Terminated) else "Interrupted"
         click.echo(f"\n{stopped}. Re-run the same command to resume from the last finished epoch.", err=True)

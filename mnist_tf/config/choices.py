@@ -19,3 +19,7 @@ BENCHMARK_PARTS = ("peak", "throughput", "accuracy", "inference", "serve", "comp
 # test accuracy a TFLite variant may lose against the Keras model.
 CALIBRATION_EXAMPLES = 500
 MAX_ACCURACY_DROP_POINTS = 0.5
+
+# The TFDS data sets `--dataset` names (any other value is a folder of IDX archives); the first is the default.
+DATASETS = ("mnist", "fashion_mnist", "kmnist", "emnist/digits", "emnist/mnist")
+DEFAULT_DATASET = DATASETS[0]

@@ -7,11 +7,14 @@ This module imports nothing, so any layer may use it without loading TensorFlow.
 
 # The model's input and output.
 IMAGE_SHAPE = (28, 28, 1)  # uint8 pixels, a light digit on black, as in MNIST
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # MNIST's; a model trained on another data set has as many as its data
 INPUT_NAME = "image"
 LOGITS = "logits"
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
+CLASS_NAME = "class_name"  # the data set's name of the class, e.g. "7" or "Sneaker"
+# The TFLite models' metadata entry holding the class names, UTF-8, one a line, class 0 first.
+TFLITE_CLASS_NAMES = "class_names"
 
 # The exported models: TF Serving's model name and the SavedModel's (and TFLite's) signatures.
 MODEL_NAME = "mnist"

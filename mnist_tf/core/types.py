@@ -8,19 +8,22 @@ from typing import Any
 
 import numpy as np
 
-# A probability function: uint8 images [N,28,28,1] -> float probabilities [N,10].
+# A probability function: uint8 images [N,28,28,1] -> float probabilities [N,C], C classes (10 for MNIST).
 ProbaFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass
 class Prediction:
-    """The class of one image file, or why it could not be classified."""
+    """The class of one image file, or why it could not be classified.
+
+    `digit` is the class number (named so since MNIST's classes are digits); `class_name` its name."""
 
     file: str
     digit: int | None = None
     probability: float | None = None
     probabilities: list[float] | None = None
     error: str | None = None
+    class_name: str | None = None  # the data set's name of class `digit`, e.g. "Sneaker"; None when unknown
     # The 28x28 uint8 input the model saw, for `plots.what_the_model_saw`; not part of the JSON.
     image: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -34,4 +37,6 @@ class Prediction:
     def __str__(self) -> str:
         if self.error is not None:
             return f"{self.file}: error: {self.error}"
+        if self.class_name is not None and self.class_name != str(self.digit):
+            return f"{self.file}: {self.class_name} ({self.probability:.1%})"
         return f"{self.file}: {self.digit} ({self.probability:.1%})"

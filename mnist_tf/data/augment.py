@@ -74,7 +74,11 @@ class RandomAffine(keras.layers.Layer):
         )
 
 
-def augmenter(seed: int) -> keras.Sequential:
-    """Pen width (see `RandomStrokeWidth`), then small random rotations (±10°), shifts (±10%) and zooms
-    (±10%) in one resampling (see `RandomAffine`)."""
-    return keras.Sequential([RandomStrokeWidth(seed=seed + 3), RandomAffine(seed=seed)], name="augment")
+def augmenter(seed: int, pens: bool = True, mirror: bool = False) -> keras.Sequential:
+    """Pen width (see `RandomStrokeWidth`; `pens`, for pen-drawn data such as digits), a left-right mirror
+    for half the images (`mirror`, for data a mirror does not change, such as clothes), then small random
+    rotations (±10°), shifts (±10%) and zooms (±10%) in one resampling (see `RandomAffine`)."""
+    layers = [RandomStrokeWidth(seed=seed + 3)] if pens else []
+    if mirror:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 5))
+    return keras.Sequential([*layers, RandomAffine(seed=seed)], name="augment")

@@ -14,9 +14,19 @@ import tensorflow as tf
 
 from mnist_tf.config import Config
 from mnist_tf.data.augment import augmenter
-from mnist_tf.data.sources import TRAIN_SIZE, Source, load_split, split_names
+from mnist_tf.data.sources import (
+    Augmentation,
+    Source,
+    augmentation,
+    class_names,
+    load_split,
+    split_names,
+    train_size,
+)
 
 EVAL_BATCH_SIZE = 1000
+# The most examples a split read in memory may have when its size is not known beforehand.
+IN_MEMORY_MAX = 10_000_000
 # Batches prefetched ahead of the training step. Fixed, because tf.data's autotuning is off (`finish`).
 PREFETCH_BATCHES = 2
 
@@ -49,8 +59,10 @@ def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
-def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
+def train_pipeline(ds: tf.data.Dataset, cfg: Config, augmentation: Augmentation | None = None) -> tf.data.Dataset:
     """Shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches.
+
+    `augmentation` says which augmentations suit the data (`sources.augmentation`; default: MNIST's).
 
     `ds` should be in memory (`in_memory`), so no epoch waits on reading files.
     Batches are global batches of `cfg.batch_size`: a strategy splits each one over its replicas.
@@ -59,7 +71,8 @@ def train_pipeline(ds: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
     ds = ds.shuffle(max(size, 1), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size)
     if cfg.augment:
-        layers = augmenter(cfg.seed)
+        kind = augmentation or Augmentation()
+        layers = augmenter(cfg.seed, pens=kind.pens, mirror=kind.mirror)
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             moved = layers(tf.cast(images, tf.float32), training=True)
@@ -77,11 +90,12 @@ def eval_pipeline(ds: tf.data.Dataset, batch_size: int = EVAL_BATCH_SIZE) -> tf.
 def in_memory(ds: tf.data.Dataset) -> tf.data.Dataset:
     """Reads a whole split into two tensors and serves it from there.
 
-    All of MNIST is 55 MB as uint8, so this is the cheapest cache: files are
+    All of MNIST is 55 MB as uint8 (EMNIST's digits 220 MB), so this is the cheapest cache: files are
     read and decoded once, before training, and the first epoch runs as fast
     as the others (a `.cache()` would fill during epoch 1, inside `fit`'s time).
     """
-    images, labels = ds.batch(TRAIN_SIZE).get_single_element()
+    size = int(ds.cardinality())
+    images, labels = ds.batch(size if size > 0 else IN_MEMORY_MAX).get_single_element()
     return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
@@ -94,19 +108,21 @@ class Datasets:
     test: tf.data.Dataset
     train_examples: int
     validation_examples: int
+    class_names: tuple[str, ...] = tuple(str(c) for c in range(10))  # label 0 first; the model's output size
 
 
 def make_datasets(cfg: Config, source: Source) -> Datasets:
     """Builds training, validation and test pipelines for `cfg`."""
-    train_split, val_split = split_names(cfg)
+    train_split, val_split = split_names(cfg, train_size(source))
     train = in_memory(load_split(train_split, source))
     validation = in_memory(load_split(val_split, source)) if cfg.validation_examples else None
     return Datasets(
-        train=train_pipeline(train, cfg),
+        train=train_pipeline(train, cfg, augmentation(source)),
         validation=eval_pipeline(validation) if validation is not None else None,
         test=eval_pipeline(in_memory(load_split("test", source))),
         train_examples=int(train.cardinality()),
         validation_examples=int(validation.cardinality()) if validation is not None else 0,
+        class_names=class_names(source),
     )
 
 

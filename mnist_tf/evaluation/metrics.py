@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from mnist_tf.core.contract import NUM_CLASSES
+from mnist_tf.core.errors import UserError
 from mnist_tf.core.types import ProbaFn
 
 
@@ -26,9 +27,9 @@ class Evaluation:
         return self.probabilities.argmax(axis=1)
 
     def per_class(self) -> list[dict[str, float]]:
-        """Precision, recall, F1 and support for each digit."""
+        """Precision, recall, F1 and support for each class."""
         rows = []
-        for c in range(NUM_CLASSES):
+        for c in range(len(self.confusion)):
             tp = self.confusion[c, c]
             predicted = self.confusion[:, c].sum()
             actual = self.confusion[c, :].sum()
@@ -57,11 +58,17 @@ class Evaluation:
 
 
 def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
-    """Scores predicted probabilities against integer labels."""
+    """Scores predicted probabilities [N, classes] against integer labels."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     predictions = probabilities.argmax(axis=1)
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    classes = probabilities.shape[1]
+    if len(labels) and labels.max() >= classes:
+        raise UserError(
+            f"the data have label {labels.max()} but the model knows {classes} classes: "
+            "evaluate it on the data set it was trained on (--dataset)"
+        )
+    confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, predictions), 1)
     # Cross-entropy of the true class; the clip keeps a confident mistake finite.
     true_p = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
@@ -80,11 +87,17 @@ def evaluate_proba_fn(proba_fn: ProbaFn, images: np.ndarray, labels: np.ndarray,
     return evaluate_probabilities(probabilities, labels)
 
 
-def per_class_table(evaluation: Evaluation) -> str:
-    """A short plain-text table of per-class precision, recall and F1."""
-    lines = ["digit  precision  recall     f1  support"]
+def per_class_table(evaluation: Evaluation, class_names: Sequence[str] | None = None) -> str:
+    """A short plain-text table of per-class precision, recall and F1; `class_names` add a column
+    when they are not the digits 0-9."""
+    named = class_names is not None and list(class_names) != [str(c) for c in range(len(class_names))]
+    lines = ["class  precision  recall     f1  support" + ("  name" if named else "")]
+    if not named:
+        lines[0] = lines[0].replace("class", "digit")
     for row in evaluation.per_class():
+        name = f"  {class_names[row['class']]}" if named and row["class"] < len(class_names) else ""
         lines.append(
             f"{row['class']:>5}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>5.4f}  {row['support']:>7}"
+            + name
         )
     return "\n".join(lines)

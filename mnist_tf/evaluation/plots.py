@@ -42,7 +42,7 @@ def learning_curves(history: dict[str, Sequence[float]], path: Path) -> Path:
 
 
 def confusion_matrix(evaluation: Evaluation, path: Path) -> Path:
-    """Counts of true vs predicted digit; the diagonal is correct."""
+    """Counts of true vs predicted class; the diagonal is correct."""
     cm = evaluation.confusion
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     # Log colour scale, so that a handful of errors shows next to ~1,000 correct.
@@ -52,8 +52,8 @@ def confusion_matrix(evaluation: Evaluation, path: Path) -> Path:
             if cm[t, p]:
                 colour = "white" if cm[t, p] > cm.max() / 3 else "black"
                 ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8, color=colour)
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
+    ax.set_xticks(range(cm.shape[1]))
+    ax.set_yticks(range(cm.shape[0]))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix (accuracy {evaluation.accuracy:.2%}, n={len(evaluation.labels):,})")

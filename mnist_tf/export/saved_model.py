@@ -7,8 +7,10 @@ The layout under the export folder OUT (see docs/deployment.md):
         saved_model.pb, variables/
         assets.extra/tf_serving_warmup_requests, labels.txt, config.json, metrics.json
 
-Both signatures return `probabilities` [N,10] float32, `class_id` [N] int64
-and `logits` [N,10] float32:
+Both signatures return `probabilities` [N,C] float32, `class_id` [N] int64,
+`class_name` [N] string (the data set's name of that class, e.g. "7" or "Sneaker";
+also in assets.extra/labels.txt, one a line) and `logits` [N,C] float32, C the
+number of classes (10 for MNIST):
 
     serving_default  image        uint8 [N,28,28,1], white digit on black, as in MNIST
     serving_bytes    image_bytes  string [N], encoded PNG/JPEG/GIF/BMP/WebP, up to 50 megapixels:
@@ -17,7 +19,8 @@ and `logits` [N,10] float32:
                                   `mnist-tf predict` runs); it also returns `image`
                                   uint8 [N,28,28,1], what the model saw, and `blank`
                                   bool [N], true where no digit was found (then
-                                  `class_id` is -1 and the probabilities are 0.1 each)
+                                  `class_id` is -1, `class_name` empty and the
+                                  probabilities are 1/C each)
 
 Any other dtype or shape, and bytes that do not decode, fail with a
 `tf.errors.InvalidArgumentError` whose message names what was expected.
@@ -29,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from mnist_tf.core.contract import (
     BYTES_INPUT_NAME,
     BYTES_SIGNATURE,
     CLASS_ID,
+    CLASS_NAME,
     DEFAULT_SIGNATURE,
     IMAGE_SHAPE,
     INPUT_NAME,
@@ -54,21 +59,33 @@ from mnist_tf.inference.loading import load_keras
 from mnist_tf.modeling.network import float32_copy
 
 WARMUP_FILE = "tf_serving_warmup_requests"
+LABELS_FILE = "labels.txt"  # in assets.extra: the class names, one a line, class 0 first
 # Where models.config says the versions are: the path inside the tensorflow/serving
 # container when OUT/saved_model is mounted at /models (docs/deployment.md, "Serving with TF Serving").
 SERVING_BASE_PATH = f"/models/{MODEL_NAME}"
 
 
-def serving_archive(model: Any) -> Any:
-    """A `keras.export.ExportArchive` with the pixel and encoded-image signatures."""
+def digit_names(count: int = NUM_CLASSES) -> tuple[str, ...]:
+    """Class names where the data give none: the labels themselves, "0" to "9" for MNIST."""
+    return tuple(str(c) for c in range(count))
+
+
+def serving_archive(model: Any, class_names: Sequence[str] | None = None) -> Any:
+    """A `keras.export.ExportArchive` with the pixel and encoded-image signatures; `class_names`
+    (default: the labels as numbers) become the `class_name` output."""
     import keras
     import tensorflow as tf
 
+    num_classes = int(model.outputs[0].shape[-1])
+    names = tf.constant(list(class_names) if class_names is not None else digit_names(num_classes), tf.string)
+
     def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = model(images, training=False)
+        class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
             PROBABILITIES: tf.nn.softmax(logits),
-            CLASS_ID: tf.argmax(logits, axis=-1, output_type=tf.int64),
+            CLASS_ID: class_id,
+            CLASS_NAME: tf.gather(names, class_id),
             LOGITS: logits,
         }
 
@@ -94,8 +111,9 @@ def serving_archive(model: Any) -> Any:
         # A picture with no digit: class -1, even probabilities, zero logits (never NaN).
         found = tf.logical_not(blank)
         return {
-            PROBABILITIES: tf.where(found[:, None], result[PROBABILITIES], 1.0 / NUM_CLASSES),
+            PROBABILITIES: tf.where(found[:, None], result[PROBABILITIES], 1.0 / num_classes),
             CLASS_ID: tf.where(found, result[CLASS_ID], tf.constant(-1, tf.int64)),
+            CLASS_NAME: tf.where(found, result[CLASS_NAME], ""),
             LOGITS: tf.where(found[:, None], result[LOGITS], 0.0),
             INPUT_NAME: prepared,  # what the model saw
             "blank": blank,
@@ -181,19 +199,27 @@ def models_config() -> str:
     return text_format.MessageToString(config)
 
 
-def export_saved_model(keras_path: Path, out: Path, warmup_images: np.ndarray, version: int | None = None) -> Path:
+def export_saved_model(
+    keras_path: Path,
+    out: Path,
+    warmup_images: np.ndarray,
+    version: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """Writes `keras_path` as SavedModel version `version` (default: the next) of
     OUT/saved_model/mnist and returns the version folder.
 
     The version is written in a hidden sibling folder and renamed into place,
     so TF Serving never sees a half-written version and a failure leaves none.
     The run's config.json and metrics.json, when beside `keras_path`, are copied
-    into assets.extra with labels.txt and the warm-up requests.
+    into assets.extra with labels.txt (`class_names`, default the labels as numbers)
+    and the warm-up requests.
     """
     base = Path(out) / "saved_model" / MODEL_NAME
     version = choose_version(out, version)
     final = base / str(version)
     model = float32_copy(load_keras(keras_path))
+    names = list(class_names) if class_names is not None else list(digit_names(int(model.outputs[0].shape[-1])))
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
@@ -202,10 +228,10 @@ def export_saved_model(keras_path: Path, out: Path, warmup_images: np.ndarray, v
     try:
         with disk_errors(final, "SavedModel version"):
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
-            serving_archive(model).write_out(str(tmp), verbose=False)
+            serving_archive(model, names).write_out(str(tmp), verbose=False)
             extra = tmp / "assets.extra"
             write_warmup(extra / WARMUP_FILE, warmup_images)
-            (extra / "labels.txt").write_text("".join(f"{c}\n" for c in range(NUM_CLASSES)))
+            (extra / LABELS_FILE).write_text("".join(f"{c}\n" for c in names), encoding="utf-8")
             for name in rundir.DESCRIPTION:
                 if (keras_path.parent / name).is_file():
                     shutil.copyfile(keras_path.parent / name, extra / name)

@@ -3,9 +3,12 @@
     OUT/tflite/mnist_<kind>.tflite            float32, dynamic_range, float16, int8
     OUT/tflite/mnist_preprocess.tflite        any picture -> MNIST's 28x28 form
     OUT/tflite/report.json, report.png        accuracy, size, latency, agreement
+    OUT/tflite/labels.txt                     the class names, one a line
 
 Every classifier variant is converted from the SavedModel's `serving_default`
-signature and keeps its names: `image` uint8 [N,28,28,1] -> `probabilities`.
+signature and keeps its names: `image` uint8 [N,28,28,1] -> `probabilities`,
+`class_id`, `class_name`, `logits`; the class names are also in its metadata
+(`with_class_names`) and in OUT/tflite/labels.txt.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mnist_tf.config.choices import MAX_ACCURACY_DROP_POINTS, TFLITE_KINDS
-from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME
+from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, TFLITE_CLASS_NAMES
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import write_bytes, write_json
 from mnist_tf.evaluation import plots
@@ -29,6 +32,7 @@ from mnist_tf.inference.loading import TFLiteRunner
 from mnist_tf.inference.timing import single_image_ms
 
 PREPROCESS_FILE = "mnist_preprocess.tflite"
+LABELS_FILE = "labels.txt"
 PREPROCESS_SIGNATURE = "preprocess"
 LATENCY_IMAGES = 500  # test images the batch-1 latency is timed on
 
@@ -74,17 +78,44 @@ def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.n
 
 
 def export_tflite(
-    saved_model_dir: Path, out_dir: Path, calibration_images: np.ndarray, kinds: Sequence[str] = TFLITE_KINDS
+    saved_model_dir: Path,
+    out_dir: Path,
+    calibration_images: np.ndarray,
+    kinds: Sequence[str] = TFLITE_KINDS,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Converts each kind and writes OUT/tflite/mnist_<kind>.tflite, and the preprocessing as
-    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths."""
+    mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths.
+
+    Each classifier keeps the SavedModel's `class_name` output; `class_names`, when given, are also
+    written to OUT/tflite/labels.txt, one a line, for apps that read labels from a file."""
     paths = {}
+    if class_names is not None:  # Also in each model's metadata (`with_class_names`).
+        write_bytes(Path(out_dir) / LABELS_FILE, "".join(f"{n}\n" for n in class_names).encode(), "the class names")
     for kind in kinds:
         content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
+        if class_names is not None:
+            content = with_class_names(content, class_names)
         paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
         write_bytes(paths[kind], content, f"the {kind} TFLite model")
     write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing(), "the TFLite preprocessing")
     return paths
+
+
+def with_class_names(content: bytes, class_names: Sequence[str]) -> bytes:
+    """A TFLite model with `class_names` in its metadata (entry `class_names`: UTF-8, one a line), so the
+    .tflite file names its classes by itself; `inference.loading.class_names_of` reads them back."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer("\n".join(class_names).encode("utf-8"), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = TFLITE_CLASS_NAMES, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def convert_preprocessing() -> bytes:

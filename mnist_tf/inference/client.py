@@ -76,7 +76,17 @@ def row_prediction(file: str, row: Any) -> Prediction:
         return Prediction(file=file, error=NO_DIGIT, image=seen)
     probabilities = [float(p) for p in row["probabilities"]]
     digit = int(row.get("class_id", max(range(len(probabilities)), key=probabilities.__getitem__)))
-    return Prediction(file, digit, probabilities[digit], [round(p, 6) for p in probabilities], image=seen)
+    name = row.get("class_name")  # a string in JSON, bytes over gRPC; absent from older exports
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return Prediction(
+        file,
+        digit,
+        probabilities[digit],
+        [round(p, 6) for p in probabilities],
+        class_name=name if isinstance(name, str) else None,
+        image=seen,
+    )
 
 
 def predict_files_on_server(

@@ -1,17 +1,19 @@
 """Load a trained model from any format mnist-tf writes, as one kind of callable.
 
 Every loader returns a `ProbaFn`: uint8 images [N,28,28,1] -> probabilities
-[N,10], so evaluation and prediction do not care which format they run.
+[N,C] (C classes, 10 for MNIST), so evaluation and prediction do not care which
+format they run; `class_names_of` finds the classes' names beside any format.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 
-from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES
+from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES, TFLITE_CLASS_NAMES
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.rundir import RunDir
 from mnist_tf.core.types import ProbaFn
@@ -108,6 +110,46 @@ class TFLiteRunner:
         self.interpreter.set_tensor(self.input, images)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output).copy()
+
+
+def class_names_of(path: str | Path) -> tuple[str, ...] | None:
+    """The class names a model was trained with, class 0 first; None when they cannot be found.
+
+    A run's model.keras: its run.json (`data.class_names`). A SavedModel version folder:
+    assets.extra/labels.txt. A .tflite file: its metadata, else the labels.txt beside it, as
+    `mnist-tf export` writes both.
+    """
+    path = resolve_model_path(path)
+    if path.suffix == ".keras":
+        try:
+            names = (json.loads(RunDir(path.parent).run_info.read_text()).get("data") or {}).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return tuple(str(n) for n in names) if isinstance(names, list) else None
+    if path.suffix == ".tflite":
+        names = tflite_class_names(path)
+        if names is not None:
+            return names
+    labels = path / "assets.extra" / "labels.txt" if path.is_dir() else path.parent / "labels.txt"
+    try:
+        names = labels.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return tuple(names) if all(names) else None
+
+
+def tflite_class_names(path: Path) -> tuple[str, ...] | None:
+    """The class names in a TFLite model's metadata (`export.tflite.with_class_names`); None without them."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    try:
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    except Exception:  # noqa: BLE001  (not a flatbuffer: the loader says so in its own words)
+        return None
+    for entry in model.metadata or []:
+        if entry.name.decode() == TFLITE_CLASS_NAMES:
+            return tuple(bytes(model.buffers[entry.buffer].data).decode("utf-8").split("\n"))
+    return None
 
 
 def load_proba_fn(path: str | Path) -> ProbaFn:

@@ -19,8 +19,14 @@ from mnist_tf.core.types import Prediction, ProbaFn
 from mnist_tf.imaging.decode import decode_file, load_image
 
 
-def predict_files(proba_fn: ProbaFn, paths: Sequence[str | Path], batch_size: int = 256) -> list[Prediction]:
-    """Classifies each image file; a file that cannot be read, or holds no digit, gets an `error` instead."""
+def predict_files(
+    proba_fn: ProbaFn,
+    paths: Sequence[str | Path],
+    batch_size: int = 256,
+    class_names: Sequence[str] | None = None,
+) -> list[Prediction]:
+    """Classifies each image file; a file that cannot be read, or holds no digit, gets an `error` instead.
+    With `class_names`, each prediction carries its class's name."""
     results = [Prediction(file=str(p)) for p in paths]
     decoded = []
     for result in results:
@@ -34,6 +40,8 @@ def predict_files(proba_fn: ProbaFn, paths: Sequence[str | Path], batch_size: in
         probabilities = np.asarray(proba_fn(np.stack([r.image for r in chunk])), np.float64)
         for result, p in zip(chunk, probabilities):
             result.digit = int(p.argmax())
+            if class_names is not None and result.digit < len(class_names):
+                result.class_name = class_names[result.digit]
             result.probability = float(p.max())
             result.probabilities = [round(float(v), 6) for v in p]
     return results
@@ -51,9 +59,9 @@ def predict(
         from mnist_tf.inference.client import predict_files_on_server
 
         return predict_files_on_server(server, paths)
-    from mnist_tf.inference.loading import load_proba_fn
+    from mnist_tf.inference.loading import class_names_of, load_proba_fn
 
-    return predict_files(load_proba_fn(model), paths)
+    return predict_files(load_proba_fn(model), paths, class_names=class_names_of(model))
 
 
 def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:
@@ -78,7 +86,9 @@ def show(results: Sequence[Prediction], path: Path) -> Path:
             "/".join(Path(r.file).parts[-2:]),  # the file and its folder
             thumbnail(r.file),
             r.image,
-            f"{r.digit} ({r.probability:.0%})" if r.error is None else r.error.split(" (")[0].split(":")[0],
+            f"{r.class_name or r.digit} ({r.probability:.0%})"
+            if r.error is None
+            else r.error.split(" (")[0].split(":")[0],
         )
         for r in results
     ]

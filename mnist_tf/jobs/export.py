@@ -82,13 +82,14 @@ def export_model(
     keras_path = resolve_keras_path(model)
     version = choose_version(out, version)
     images, labels = pipeline.arrays("test", source)
-    saved = export_saved_model(keras_path, out, warmup_images=images[:3], version=version)
+    names = sources.class_names(source)
+    saved = export_saved_model(keras_path, out, warmup_images=images[:3], version=version, class_names=names)
     exported = Exported(saved_model=saved, stray_temporaries=stray_temporaries(out))
     on_saved_model(exported)
     if not tflite_kinds:
         return exported
     calibration, _ = pipeline.arrays(f"train[:{calibration_examples}]", source)
-    exported.tflite = export_tflite(saved, Path(out) / "tflite", calibration, tflite_kinds)
+    exported.tflite = export_tflite(saved, Path(out) / "tflite", calibration, tflite_kinds, class_names=names)
     reference = evaluate_proba_fn(load_proba_fn(keras_path), images, labels)
     exported.report = verify_tflite(
         exported.tflite, images, labels, reference, max_accuracy_drop, latency_images, saved_model=saved

@@ -106,8 +106,8 @@ def dense_bn_relu(x, units: int, *, bn_momentum: float = 0.9, name: str | None =
     return layers.ReLU(dtype=dtype, name=f"{name}_relu" if name else None)(x)
 
 
-def build_model(cfg: Config) -> keras.Model:
-    """Builds the uncompiled CNN described by `cfg`; it maps uint8 images to logits.
+def build_model(cfg: Config, num_classes: int = NUM_CLASSES) -> keras.Model:
+    """Builds the uncompiled CNN described by `cfg`; it maps uint8 images to `num_classes` logits.
 
     Under mixed precision every layer but the last computes in float16 or
     bfloat16; the logits layer computes in float32, so the softmax and the loss
@@ -128,7 +128,7 @@ def build_model(cfg: Config) -> keras.Model:
         x = dense_bn_relu(x, units, bn_momentum=cfg.bn_momentum, dtype=dtype, name=f"fc{d}")
         if cfg.dropout:
             x = layers.Dropout(cfg.dropout, seed=cfg.seed, dtype=dtype, name=f"fc{d}_dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, dtype="float32", name=LOGITS)(x)
+    outputs = layers.Dense(num_classes, dtype="float32", name=LOGITS)(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 

@@ -304,7 +304,8 @@ def response_json(outputs: Mapping[str, np.ndarray], row: bool) -> str:
         batch = outputs[name].shape[0]
     items = []
     for i in range(batch or 0):
-        parts = {name: _tensor_json(name, outputs[name][i]) for name in names}
+        # np.asarray: one row of a string tensor [N] is a Python bytes object, not an array.
+        parts = {name: _tensor_json(name, np.asarray(outputs[name][i])) for name in names}
         if len(names) == 1:
             items.append(parts[names[0]])
         else:

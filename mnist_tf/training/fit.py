@@ -129,20 +129,22 @@ def train(
     data_seconds = time.perf_counter() - start
     plan, guard = None, []
     if run_cfg.time_budget is not None:
-        plan = _plan(run_cfg, run, datasets, dist)
+        plan = _plan(run_cfg, run, datasets, dist, on_mnist=source.dataset == sources.DEFAULT_DATASET)
         run_cfg = run_cfg.replace(epochs=plan.epochs)
         found = resume.latest_state(run.backup)
         guard = [budget.BudgetGuard(plan.seconds_left(epochs_done=found[1] if found else 0))]
-    model = _build(run_cfg, dist, datasets.train_examples)
+    model = _build(run_cfg, dist, datasets.train_examples, len(datasets.class_names))
     fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks])
     return Trained(run_cfg, precision_decision, dist, datasets, data_seconds, fitted, plan)
 
 
-def _plan(cfg: Config, run: RunDir, datasets: pipeline.Datasets, dist: tf.distribute.Strategy) -> budget.Plan:
-    """The run's time plan (`budget`), printed; TensorFlow is seeded again after the timed steps, so the
-    run's model starts as it would without a budget."""
+def _plan(
+    cfg: Config, run: RunDir, datasets: pipeline.Datasets, dist: tf.distribute.Strategy, on_mnist: bool = True
+) -> budget.Plan:
+    """The run's time plan (`budget`), printed with the accuracy to expect (measured on MNIST only);
+    TensorFlow is seeded again after the timed steps, so the run's model starts as it would without a budget."""
     plan, new = budget.planned(cfg, run, datasets, dist)
-    line = plan.describe(expected_accuracy(cfg))
+    line = plan.describe(expected_accuracy(cfg) if on_mnist else None)
     print(line if new else f"{line} (kept from the start of this run)", file=sys.stderr)
     keras.utils.set_random_seed(cfg.seed)
     return plan
@@ -163,11 +165,11 @@ def _set_up(cfg: Config) -> tuple[Config, dict[str, Any]]:
     return run_cfg, decision
 
 
-def _build(cfg: Config, dist: tf.distribute.Strategy, train_examples: int) -> keras.Model:
-    """The compiled model; its variables (model, optimizer, metrics) are made once per replica of `dist`."""
+def _build(cfg: Config, dist: tf.distribute.Strategy, train_examples: int, num_classes: int) -> keras.Model:
+    """The compiled model, with `num_classes` outputs; its variables (model, optimizer, metrics) are made once per replica of `dist`."""
     steps_per_epoch = math.ceil(train_examples / cfg.batch_size)
     with dist.scope():
-        model = compile_model(build_model(cfg), cfg, steps_per_epoch, dist.num_replicas_in_sync)
+        model = compile_model(build_model(cfg, num_classes), cfg, steps_per_epoch, dist.num_replicas_in_sync)
         return distribute.fit_compatible(model, dist)
 
 

@@ -107,6 +107,7 @@ def test_signatures_have_the_documented_names_dtypes_and_shapes(loaded):
         expected = {
             "probabilities": ([None, 10], tf.float32),
             "class_id": ([None], tf.int64),
+            "class_name": ([None], tf.string),
             "logits": ([None, 10], tf.float32),
         }
         if name == "serving_bytes":  # also what the model saw, and whether a digit was found

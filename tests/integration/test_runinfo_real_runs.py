@@ -40,7 +40,13 @@ def test_a_run_trained_with_data_options_evaluates_and_exports_without_them(resu
     run_dir, _ = resumed_run
     remembered = json.loads((run_dir / "run.json").read_text())["data"]
     manual_dir = str(ARCHIVES.absolute()) if archives_present() else None
-    assert remembered == {"data_dir": str(TEST_DATA_DIR.absolute()), "manual_dir": manual_dir}
+    digits = [str(c) for c in range(10)]
+    assert remembered == {
+        "data_dir": str(TEST_DATA_DIR.absolute()),
+        "manual_dir": manual_dir,
+        "dataset": "mnist",
+        "class_names": digits,
+    }
     # TFDS's default data dir is empty and offline, so only the run's folders can give MNIST here.
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.delenv(sources.MANUAL_DIR_ENV, raising=False)

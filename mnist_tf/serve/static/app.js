@@ -155,11 +155,13 @@ function showAnswer(row) {
   const probabilities = row ? row.probabilities : new Array(10).fill(0);
   const blank = row && (row.blank === true || row.class_id < 0);
   const top = row && !blank ? row.class_id : -1;
-  digitOut.textContent = top >= 0 ? String(top) : row ? "–" : "?";
+  // A model trained on another data set answers with its class's name too (the `class_name` output).
+  const name = top >= 0 && row.class_name ? row.class_name : String(top);
+  digitOut.textContent = top >= 0 ? name : row ? "–" : "?";
   digitOut.classList.toggle("none", top < 0);
   if (!row) confidence.textContent = "Draw a digit to see what the model reads.";
   else if (blank) confidence.textContent = "No digit found: draw one larger or with more ink.";
-  else confidence.textContent = `${(probabilities[top] * 100).toFixed(1)}% sure it is a ${top}.`;
+  else confidence.textContent = `${(probabilities[top] * 100).toFixed(1)}% sure it is a ${name}.`;
   bars.replaceChildren(
     ...probabilities.map((p, d) => {
       const item = document.createElement("li");

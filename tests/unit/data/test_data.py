@@ -179,11 +179,13 @@ def test_empty_manual_dir_names_the_missing_archives(tmp_path):
 
 
 @pytest.mark.skipif(not archives_present(), reason=f"real MNIST archives not found in {ARCHIVES}")
-def test_truncated_archive_fails_the_checksum_with_a_clear_error(tmp_path):
+def test_truncated_archive_fails_with_a_clear_error(tmp_path):
+    # TFDS's checksum refuses it; its decompressed content, checked next, is cut short.
     manual = tmp_path / "archives"
     shutil.copytree(ARCHIVES, manual)
     labels = manual / "t10k-labels-idx1-ubyte.gz"
     labels.chmod(0o644)
     labels.write_bytes(labels.read_bytes()[:1000])
-    with pytest.raises(UserError, match="checksum"):
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz is not a whole gzip archive.*truncated") as e:
         sources.load_split("test", sources.Source(data_dir=tmp_path / "tfds", manual_dir=manual))
+    assert "\n" not in str(e.value)

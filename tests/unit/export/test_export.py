@@ -189,3 +189,18 @@ def random_png(dtype, height: int, width: int, channels: int, seed: int) -> byte
     high = np.iinfo(dtype).max
     pixels = np.random.default_rng(seed).integers(0, high, (height, width, channels), dtype, endpoint=True)
     return tf.io.encode_png(pixels).numpy()
+
+
+def test_a_tflite_model_carries_its_class_names_in_its_metadata(tiny_saved_model, tmp_path):
+    from mnist_tf.export.tflite import convert_tflite, with_class_names
+    from mnist_tf.inference.loading import TFLiteRunner, class_names_of
+
+    names = [f"class {c}" for c in range(10)]
+    path = tmp_path / "named.tflite"
+    path.write_bytes(with_class_names(convert_tflite(tiny_saved_model, "float32"), names))
+    assert class_names_of(path) == tuple(names)  # from the file alone: no labels.txt beside it
+    probabilities = TFLiteRunner(path.read_bytes())(np.zeros((2, 28, 28, 1), np.uint8))
+    assert probabilities.shape == (2, 10)  # still a model LiteRT runs
+    plain = tmp_path / "plain.tflite"
+    plain.write_bytes(convert_tflite(tiny_saved_model, "float32"))
+    assert class_names_of(plain) is None

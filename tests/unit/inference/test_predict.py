@@ -321,3 +321,24 @@ def assert_mnist_image_or_user_error(path: Path) -> np.ndarray | None:
         return None
     assert image.shape == (28, 28, 1) and image.dtype == np.uint8
     return image
+
+
+def test_a_prediction_names_its_class_from_any_answer(tmp_path):
+    from mnist_tf.core.types import Prediction
+    from mnist_tf.inference.client import row_prediction
+
+    row = {"probabilities": [0.1, 0.9], "class_id": 1, "class_name": b"Sneaker"}  # gRPC: bytes
+    named = row_prediction("shoe.png", row)
+    assert (named.digit, named.class_name, str(named)) == (1, "Sneaker", "shoe.png: Sneaker (90.0%)")
+    assert named.to_dict()["class_name"] == "Sneaker"
+    assert row_prediction("x.png", {**row, "class_name": "Sneaker"}).class_name == "Sneaker"  # REST: a string
+    assert row_prediction("x.png", {"probabilities": [0.1, 0.9]}).class_name is None  # an older export
+    digit = Prediction("7.png", 7, 0.99, class_name="7")
+    assert str(digit) == "7.png: 7 (99.0%)"  # MNIST prints as it always did
+    from helpers import digit_image, png_bytes
+
+    (tmp_path / "one.png").write_bytes(png_bytes(digit_image()))
+    files = predict_files(
+        lambda images: np.array([[0.2, 0.7, 0.1]] * len(images)), [tmp_path / "one.png"], class_names="abc"
+    )
+    assert (files[0].digit, files[0].class_name, str(files[0])) == (1, "b", f"{tmp_path / 'one.png'}: b (70.0%)")

@@ -1,7 +1,10 @@
 """run.json: a run remembers where its data came from and how each train in it ran."""
 
 import json
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from mnist_tf import config
 from mnist_tf.data import sources
@@ -30,7 +33,8 @@ def test_each_start_is_recorded_with_its_data_and_runtime_settings(tmp_path, mon
     resumed = config.FAST.replace(jit=True, steps_per_execution=4, deterministic=True, time_budget=600.0)
     runinfo.record_start(run_dir, sources.Source(), resumed, {"strategy": "mirrored", "replicas": 2})
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["data"] == {"data_dir": None, "manual_dir": None}  # the last start's data
+    digits = [str(c) for c in range(10)]  # the last start's data, with the data set and its class names
+    assert record["data"] == {"data_dir": None, "manual_dir": None, "dataset": "mnist", "class_names": digits}
     assert record["trained"] == [
         {
             "from_epoch": 0,
@@ -108,3 +112,30 @@ def test_a_run_trained_without_data_options_or_an_unreadable_record_lends_nothin
     (run_dir / "run.json").write_text('{"data": ')
     assert runinfo.data_source(run_dir, None, None, notes.append) == sources.Source()
     assert notes == [f"cannot read {run_dir / 'run.json'} (JSONDecodeError): its data folders are not used"]
+
+
+def test_a_run_resumes_only_on_its_data_set_and_lends_it_to_later_commands(tmp_path):
+    import pytest
+
+    from mnist_tf.core.errors import UserError
+    from mnist_tf.data import idx
+
+    rng = np.random.default_rng(0)
+    splits = {
+        s: (rng.integers(0, 256, (n, 28, 28), np.uint8), np.arange(n) % 2) for s, n in (("train", 8), ("test", 4))
+    }
+    folder = idx.write_folder(tmp_path / "shapes", splits, ["round", "square"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    runinfo.record_start(run_dir, sources.Source.from_options(None, None, folder), config.FAST, {})
+    data = json.loads((run_dir / "run.json").read_text())["data"]
+    assert (data["dataset"], data["class_names"]) == (str(folder.absolute()), ["round", "square"])
+    with pytest.raises(UserError, match=f"holds a run on {folder.absolute()}: pass --dataset"):
+        runinfo.record_start(run_dir, sources.Source(), config.FAST, {})
+    notes = []
+    assert runinfo.data_source(run_dir, None, None, notes.append).dataset == str(folder.absolute())
+    assert notes == [f"{run_dir} was trained on {folder.absolute()}: reading it (--dataset)"]
+    assert runinfo.data_source(run_dir, None, None, dataset="fashion_mnist").dataset == "fashion_mnist"  # given wins
+    shutil.rmtree(folder)
+    with pytest.raises(UserError, match="no longer exists: pass --dataset"):
+        runinfo.data_source(run_dir, None, None)
