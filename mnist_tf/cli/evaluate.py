@@ -61,7 +61,11 @@ def evaluate_command(
     result = report.evaluation
     click.echo(metrics.per_class_table(result, sources.class_names(source)))
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
-    click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png")
+    confidence = float(result.probabilities.max(axis=1).mean())
+    click.echo(
+        f"expected calibration error {result.calibration_error():.2%} (15 bins; mean top probability {confidence:.2%})"
+    )
+    click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png, reliability.png")
     if report.person_made is not None:
         click.echo(people.table(report.person_made))
         click.echo(f"wrote {report.out}/person_made.json and the pictures in {report.out}/person_made/sets")

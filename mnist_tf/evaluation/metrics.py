@@ -11,6 +11,8 @@ import numpy as np
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.types import ProbaFn
 
+CALIBRATION_BINS = 15  # the usual choice since Guo et al. (2017), so figures compare with published ones
+
 
 @dataclasses.dataclass
 class Evaluation:
@@ -25,6 +27,14 @@ class Evaluation:
     @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
+
+    def reliability(self, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+        """The top probability against how often it is right, in `bins` equal-width bins of confidence."""
+        return reliability(self.probabilities, self.labels, bins)
+
+    def calibration_error(self, bins: int = CALIBRATION_BINS) -> float:
+        """Expected calibration error: the mean gap between confidence and accuracy, weighted by bin size."""
+        return expected_calibration_error(self.probabilities, self.labels, bins)
 
     def per_class(self) -> list[dict[str, float]]:
         """Precision, recall, F1 and support for each class."""
@@ -54,7 +64,38 @@ class Evaluation:
             "examples": len(self.labels),
             "per_class": self.per_class(),
             "confusion_matrix": self.confusion.tolist(),
+            "expected_calibration_error": self.calibration_error(),
+            "reliability": self.reliability(),
         }
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+    """Per confidence bin ((k/bins, (k+1)/bins]): how many predictions, their mean top probability, their accuracy."""
+    probabilities = np.asarray(probabilities, np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for k in range(bins):
+        inside = index == k
+        n = int(inside.sum())
+        rows.append(
+            {
+                "low": k / bins,
+                "high": (k + 1) / bins,
+                "count": n,
+                "confidence": float(confidence[inside].mean()) if n else 0.0,
+                "accuracy": float(correct[inside].mean()) if n else 0.0,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Sum over confidence bins of (share of predictions) x |accuracy - mean confidence|."""
+    rows = reliability(probabilities, labels, bins)
+    total = max(sum(r["count"] for r in rows), 1)
+    return float(sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows))
 
 
 def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:

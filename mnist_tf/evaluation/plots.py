@@ -25,6 +25,35 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return Path(path)
 
 
+def reliability_diagram(evaluation: Evaluation, path: Path) -> Path:
+    """Accuracy against confidence in 15 bins beside the diagonal a calibrated model follows, and how many
+    predictions fall in each bin."""
+    rows = evaluation.reliability()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    centres = [(r["low"] + r["high"]) / 2 for r in rows]
+    width = rows[0]["high"] - rows[0]["low"]
+    filled = [r for r in rows if r["count"]]
+    top.bar(centres, [r["accuracy"] for r in rows], width=width * 0.9, color="tab:blue", label="accuracy")
+    top.plot(
+        [r["confidence"] for r in filled],
+        [r["accuracy"] for r in filled],
+        "o",
+        color="tab:orange",
+        ms=4,
+        label="mean confidence",
+    )
+    top.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    top.set_ylabel("accuracy")
+    top.set_title(f"reliability: expected calibration error {evaluation.calibration_error():.2%}")
+    top.legend(loc="upper left")
+    bottom.bar(centres, [r["count"] for r in rows], width=width * 0.9, color="tab:grey")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("top probability (confidence)")
+    bottom.set_ylabel("predictions")
+    bottom.set_xlim(0, 1)
+    return _save(fig, path)
+
+
 def learning_curves(history: dict[str, Sequence[float]], path: Path) -> Path:
     """Loss and accuracy per epoch, training vs validation."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -10,16 +10,21 @@ page with grey paper and uneven light, a thick marker, a transparent canvas.
     1. grey: colour by ITU-R 601 luma; transparent pixels become paper of the
        colour that contrasts with the ink (a canvas may draw black or white);
     2. shrink: the longer side to at most WORK_SIDE pixels (halved by averaging, then bilinear);
-    3. polarity: the background is the bulk of the picture, so the side of the
-       median the extremes are farther from is the ink: light paper is inverted;
-    4. lighting: a smooth quadratic surface fitted to the background pixels is
-       subtracted (uneven light, grey paper);
-    5. ink: an Otsu threshold (no lower than the noise allows) marks the ink;
+    3. polarity: ink is the rarer extreme (fewer pixels lie near the darkest
+       strokes than near the brightest paper on paper): light paper is inverted;
+    4. lighting: a grey opening by a square a third of the shorter side (the light,
+       with a shadow's edge, which an opening keeps whole) and then a smooth quadratic
+       surface fitted to the background pixels are subtracted (shadows, uneven light,
+       grey paper);
+    5. lines: thin straight lines that run across the picture (ruled and squared
+       paper, a margin) are found by shape and taken away where they are thin;
+    6. ink: an Otsu threshold (no lower than the noise allows) marks the ink;
        strokes keep their anti-aliased edges (a soft ramp below the threshold);
-    6. specks and frames: solid bands along the picture's edges (a table or the
-       dark border of a photographed page), and connected ink regions smaller
-       than a tenth of the largest, are dropped;
-    7. fit: the ink's bounding box is scaled so its longer side is 20 pixels and
+    7. specks and frames: solid bands along the picture's edges (a table or the
+       dark border of a photographed page), solid regions holding a corner (the
+       table around a tilted page), regions lying along an edge, and ink regions
+       lighter than a tenth of the heaviest (half, on the edge) are dropped;
+    8. fit: the ink's bounding box is scaled so its longer side is 20 pixels and
        placed in 28x28 with its centre of mass at MNIST's.
 
 A picture with no ink (blank, uniform, or too little contrast) gives an all-black
@@ -41,6 +46,7 @@ from mnist_tf.imaging.ops import (
     as_image,
     dilate,
     histogram,
+    opening,
     otsu,
     percentiles,
     plane,
@@ -49,6 +55,7 @@ from mnist_tf.imaging.ops import (
     shrink_to,
     smooth,
     solve,
+    window,
 )
 
 IMAGE_SIZE = 28
@@ -59,6 +66,10 @@ WORK_SIDE = 512  # The picture is analysed at most this large: enough for a 20x2
 GRID_SIDE = 48  # Connected regions are found on a grid at most this large.
 MIN_CONTRAST = 0.15  # Ink must stand this far above the paper (0..1 scale), else the picture is blank.
 MIN_REGION = 0.1  # Ink regions below this fraction of the largest are specks.
+EDGE_REGION = 0.5  # Ink regions that touch the picture's edge are specks below this fraction of the largest.
+SHADING = 0.4  # Bright structures wider than this share of the shorter side are light and shade, not ink.
+LINE_GRID = 128  # Ruled and grid lines are found on a grid at most this large.
+LINE_SPAN = 0.85  # A straight run of ink this share of the picture's width (height) long is a ruled line.
 NO_DIGIT = "no digit found (blank, or too little contrast): pass a picture of one digit"
 
 
@@ -122,6 +133,70 @@ def _flatten_lighting(ink):
     return tf.nn.relu(ink - background)
 
 
+def _oriented(grey):
+    """Grey [h,w] -> the ink light on black: ink is the rarer extreme, so light paper is inverted."""
+    tf = _tf()
+    smoothed = smooth(as_image(grey))  # Extremes of strokes, not of single-pixel noise.
+    low, high = tf.reduce_min(smoothed), tf.reduce_max(smoothed)
+    # Ink is the rarer extreme: fewer pixels lie near the darkest strokes than near the brightest paper (two
+    # shades of paper under a shadow, or a table at the corners, leave the lit paper the brightest).
+    near_low = tf.reduce_mean(tf.cast(smoothed <= low + 0.25 * (high - low), tf.float32))
+    near_high = tf.reduce_mean(tf.cast(smoothed >= high - 0.25 * (high - low), tf.float32))
+    return tf.where(near_low < near_high, 1.0 - grey, grey)  # Light paper: dark ink becomes light.
+
+
+def _without_shading(ink):
+    """Removes light and shade: the grey opening by a square SHADING of the shorter side (what is left of the
+    picture when every stroke narrower than that is taken away) is the light, and is subtracted. A shadow's
+    straight edge is a step, which an opening keeps whole, so it leaves no ink behind (a white top-hat)."""
+    tf = _tf()
+    side = tf.cast(tf.cast(tf.reduce_min(tf.shape(ink)), tf.float32) * SHADING, tf.int32)
+    return tf.nn.relu(ink - opening(ink, side, side))
+
+
+def _without_lines(ink, faint):
+    """`ink` [h,w] without the thin straight lines that run across the picture: ruled paper, a grid, a margin.
+
+    Found by shape, not colour: on a coarse grid of the `faint` ink (which forgives a slight tilt and bridges a
+    faint stretch), runs at least LINE_SPAN of the width (height) long mark where lines are; there, what is thin
+    across the line (a grey opening across it) and straight along it is taken away, so a stroke that crosses a
+    line keeps the crossing.
+    """
+    tf = _tf()
+    grid = plane(shrink_to(as_image(tf.cast(faint, tf.float32)), LINE_GRID, tf.nn.max_pool2d))
+    size = tf.shape(ink)
+    thickest = tf.maximum(5, tf.reduce_min(size) // 64) + 1  # a ruled line is thinner than this many pixels
+    for along in (1, 0):  # horizontal lines run along axis 1 (columns), vertical along axis 0
+        across = 1 - along
+        thick = window(grid, 3, across, tf.maximum, 0.0)  # a line tilted by a cell or so still fits
+        # Gaps of a few cells (a faint stretch of line, a JPEG block) are bridged: a closing along the line.
+        thick = window(window(thick, 5, along, tf.maximum, 0.0), 5, along, tf.minimum, 1.0)
+        span = tf.cast(LINE_SPAN * tf.cast(tf.shape(grid)[along], tf.float32), tf.int32)
+        long = window(window(thick, span, along, tf.minimum, 0.0), span, along, tf.maximum, 0.0)
+        near = window(long * grid, 3, across, tf.maximum, 0.0)
+        near = plane(tf.image.resize(as_image(near), size, method="nearest"))
+        thin = ink - window(window(ink, thickest, across, tf.minimum, 1e9), thickest, across, tf.maximum, -1e9)
+        # Of what is thin across, the part that also runs straight along for a sixteenth of the picture: a
+        # line, not the flat top of a thin 0.
+        run = tf.maximum(size[along] // 16, 3)
+        # Gaps as wide as a line (where another line crosses it) are bridged first, then taken back.
+        bridged = window(window(thin, thickest + 2, along, tf.maximum, -1e9), thickest + 2, along, tf.minimum, 1e9)
+        line = tf.minimum(thin, window(window(bridged, run, along, tf.minimum, 1e9), run, along, tf.maximum, -1e9))
+        ink = ink - near * line
+    return ink
+
+
+def _cut(ink):
+    """The threshold that marks the ink of `ink` [h,w], and whether it stands out from the paper at all: Otsu's,
+    but above the paper's noise (a few robust spreads) and below most of the ink."""
+    tf = _tf()
+    hist = histogram(tf.reshape(ink, [-1]))  # One pass over the pixels serves the percentiles and Otsu's cut.
+    median, spread = percentiles(hist, [0.5, 0.75])
+    peak = tf.reduce_max(smooth(as_image(ink)))
+    noise = median + 6.0 * (spread - median)
+    return tf.minimum(tf.maximum(otsu(hist), noise), 0.6 * peak), peak - median >= MIN_CONTRAST
+
+
 def _edge_bands(mask):
     """The solid bands of ink along the picture's four edges (a table beside a photographed page,
     a scanner's dark border): the runs of rows and columns, from each edge inwards, that are at least
@@ -143,8 +218,10 @@ def _edge_bands(mask):
     return band(covered_rows)[:, None] | band(covered_cols)[None, :]
 
 
-def _keep_mask(mask):
-    """Of the ink cells in `mask` [h,w], those in regions worth keeping (no specks, no edge bands)."""
+def _keep_mask(mask, mass):
+    """Of the ink cells in `mask` [h,w], those in regions worth keeping (no specks, no edge bands, no table at a
+    corner); `mass` [h,w] is the share of each cell's pixels that are ink, so a speck that touches a cell does not
+    weigh as much as a stroke that fills it."""
     tf = _tf()
     labels = regions(mask)
     h, w = tf.shape(mask)[0], tf.shape(mask)[1]
@@ -160,35 +237,41 @@ def _keep_mask(mask):
     solid = tf.cast(size, tf.float32) >= 0.5 * tf.cast(tf.maximum(height * width, 1), tf.float32)
     # A band along the edge: solid, and lying along at least half of the shorter side.
     band = solid & (tf.cast(edge_cells, tf.float32) >= 0.5 * tf.cast(tf.minimum(h, w), tf.float32))
-    size = tf.where(band | (tf.range(count) == 0), 0, size)
-    largest = tf.reduce_max(size)
-    wanted = (size > 0) & (tf.cast(size, tf.float32) >= MIN_REGION * tf.cast(largest, tf.float32))
+    # The table at a corner of a tilted photo, or what is left of it or of a shadow along an edge: a region that
+    # holds a corner of the picture, or lies mostly along its edge.
+    corners = tf.stack([labels[0, 0], labels[0, w - 1], labels[h - 1, 0], labels[h - 1, w - 1]])
+    cornered = tf.reduce_max(tf.one_hot(corners, count, dtype=tf.int32), axis=0) > 0
+    solid_ish = tf.cast(size, tf.float32) >= 0.4 * tf.cast(tf.maximum(height * width, 1), tf.float32)
+    cornered = cornered & solid_ish
+    density = tf.math.unsorted_segment_sum(tf.reshape(mass, [-1]), flat, count) / tf.cast(
+        tf.maximum(size, 1), tf.float32
+    )
+    along_edge = (tf.cast(edge_cells, tf.float32) >= 0.15 * tf.cast(tf.minimum(h, w), tf.float32)) & (
+        4 * edge_cells >= size
+    )
+    dropped = band | cornered | along_edge | (tf.range(count) == 0)
+    weight = tf.where(dropped, 0.0, density * tf.cast(size, tf.float32))
+    # A speck on the picture's edge (what is left of a table, a shadow, a page's border) must weigh half as much
+    # as the heaviest region to count; elsewhere, a tenth.
+    share = tf.where(edge_cells > 0, EDGE_REGION, MIN_REGION)
+    wanted = (weight > 0) & (weight >= share * tf.reduce_max(weight))
     return tf.gather(wanted, labels)
 
 
 def _ink(pixels):
     """The ink of a picture, light on black, in [0,1] at working size [h,w], and whether there is any."""
     tf = _tf()
-    grey = plane(_shrink(_grey(pixels)))
-    median = percentiles(histogram(tf.reshape(grey, [-1])), [0.5])[0]
-    smoothed = smooth(as_image(grey))  # Extremes of strokes, not of single-pixel noise.
-    low, high = tf.reduce_min(smoothed), tf.reduce_max(smoothed)
-    ink = tf.where(median - low > high - median, 1.0 - grey, grey)  # Light paper: dark ink becomes light.
-    ink = _flatten_lighting(ink)
-    flat = tf.reshape(ink, [-1])
-    hist = histogram(flat)  # One pass over the pixels serves the percentiles and Otsu's cut.
-    median, spread = percentiles(hist, [0.5, 0.75])
-    peak = tf.reduce_max(smooth(as_image(ink)))
-    has_ink = peak - median >= MIN_CONTRAST
-    # The cut: Otsu's, but above the paper's noise (a few robust spreads) and below most of the ink.
-    noise = median + 6.0 * (spread - median)
-    cut = tf.minimum(tf.maximum(otsu(hist), noise), 0.6 * peak)
+    ink = _oriented(plane(_shrink(_grey(pixels))))
+    ink = _flatten_lighting(_without_shading(ink))
+    ink = _without_lines(ink, ink > 0.5 * _cut(ink)[0])
+    cut, has_ink = _cut(ink)
     mask = ink > cut
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
     # Regions on a coarse grid: a cell holds ink if any pixel in it does (strokes stay connected).
     grid = plane(shrink_to(as_image(tf.cast(mask, tf.float32)), GRID_SIDE, tf.nn.max_pool2d)) > 0
-    keep = as_image(tf.cast(_keep_mask(grid), tf.float32))
+    mass = plane(shrink_to(as_image(tf.cast(mask, tf.float32)), GRID_SIDE, tf.nn.avg_pool2d))
+    keep = as_image(tf.cast(_keep_mask(grid, mass), tf.float32))
     keep = dilate(keep)  # One cell of margin for soft edges.
     keep = plane(tf.image.resize(keep, tf.shape(ink), method="nearest"))
     # The ink's full strength: the 90th percentile of the pixels above the cut (the others count as 0,

@@ -162,3 +162,53 @@ def regions(mask):
         maximum_iterations=h * w + 1,  # A region's longest path has at most h*w cells.
     )
     return tf.reshape(labels, [h, w])
+
+
+def shift(x, k, axis, fill):
+    """[h,w] -> y with y[i] = x[i + k] along `axis` (k a signed int tensor), `fill` where i + k is outside."""
+    tf = _tf()
+    n = tf.shape(x)[axis]
+    k = tf.clip_by_value(k, -n, n)
+    before, after = tf.maximum(-k, 0), tf.maximum(k, 0)
+    paddings = tf.one_hot(axis, 2, on_value=1, off_value=0, dtype=tf.int32)[:, None] * tf.stack([before, after])
+    padded = tf.pad(x, paddings, constant_values=fill)
+    return tf.slice(padded, tf.one_hot(axis, 2, on_value=after, off_value=0, dtype=tf.int32), tf.shape(x))
+
+
+WINDOW_BITS = 10  # Windows up to 1023 pixels long: the working picture's longer side is at most 512.
+
+
+def window(x, length, axis, combine, fill):
+    """[h,w] -> each pixel combined (tf.maximum, tf.minimum) over the `length` pixels centred on it along `axis`.
+
+    A running maximum over any length in WINDOW_BITS doublings (van Herk's idea, without its kernels):
+    `power` holds the combination over 2^b pixels, and the bits of `length` pick which of them to join, so a
+    window of 300 pixels costs 10 steps of shifted copies, not 300. Pixels outside the picture are `fill`.
+    """
+    tf = _tf()
+    length = tf.maximum(tf.cast(length, tf.int32), 1)
+    # Padded by a window's length, so that no shifted copy drops part of a window that lies in the picture.
+    margin = length // 2 + 1
+    padded = tf.pad(
+        x,
+        tf.one_hot(axis, 2, on_value=1, off_value=0, dtype=tf.int32)[:, None] * tf.stack([margin, length + 1]),
+        constant_values=fill,
+    )
+    # The window holds the pixel itself, and min and max are idempotent: the pixel is where the combining starts.
+    acc, offset, power = padded, -(length // 2), padded
+    for b in range(WINDOW_BITS):
+        step = 2**b
+        use = tf.math.floormod(length // step, 2) == 1
+        acc = tf.where(use, combine(acc, shift(power, offset, axis, fill)), acc)
+        offset = offset + tf.where(use, step, 0)
+        power = combine(power, shift(power, tf.constant(step), axis, fill))
+    return tf.slice(acc, tf.one_hot(axis, 2, on_value=margin, off_value=0, dtype=tf.int32), tf.shape(x))
+
+
+def opening(x, rows, cols):
+    """[h,w] grey opening by a rows x cols rectangle: bright structures the rectangle does not fit in are removed
+    (a minimum filter, then a maximum filter over the same window; pixels outside the picture are ignored)."""
+    tf = _tf()
+    rows, cols = rows // 2 * 2 + 1, cols // 2 * 2 + 1  # odd: the window is its own reflection
+    low = window(window(x, rows, 0, tf.minimum, 1e9), cols, 1, tf.minimum, 1e9)
+    return window(window(low, rows, 0, tf.maximum, -1e9), cols, 1, tf.maximum, -1e9)

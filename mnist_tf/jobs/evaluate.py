@@ -81,6 +81,7 @@ def evaluate_model(
     write_json(report.out / "metrics.json", {"model": str(resolved), **report.evaluation.to_dict()})
     plots.confusion_matrix(report.evaluation, report.out / "confusion_matrix.png")
     plots.misclassified(report.evaluation, images, report.out / "misclassified.png")
+    plots.reliability_diagram(report.evaluation, report.out / "reliability.png")
     if person_made_examples:
         n = person_made_examples
         sets = report.out / "person_made"

@@ -26,7 +26,9 @@ def score_sets(
     files: dict[str, list[tuple[Path, int]]],
     predict_fn: Callable[[list[Path]], np.ndarray],
 ) -> dict[str, dict[str, Any]]:
-    """Accuracy of `predict_fn` (files -> predicted classes, -1 for none) on each set."""
+    """Accuracy of `predict_fn` (files -> predicted classes, -1 for none) on each set, and the share declined.
+
+    A picture labelled -1 holds no digit: declining it (-1) is the right answer."""
     results = {}
     for kind, entries in files.items():
         predicted = np.asarray(predict_fn([path for path, _ in entries]))
@@ -35,6 +37,7 @@ def score_sets(
             "accuracy": float((predicted == labels).mean()),
             "examples": len(labels),
             "no_digit": int((predicted < 0).sum()),
+            "declined": float((predicted < 0).mean()) if len(labels) else 0.0,
         }
     return results
 
@@ -99,10 +102,13 @@ def evaluate_person_made(
 
 
 def table(report: dict[str, Any]) -> str:
-    """The report as plain text: one row per set, accuracy by each path."""
+    """The report as plain text: one row per set, accuracy and the share declined by each path.
+
+    For the set without digits, accuracy is the share declined: the right answer."""
     paths = [p for p in ("predict", BYTES_SIGNATURE) if p in report]
-    lines = [f"{'set':<8}" + "".join(f" {p:>14}" for p in paths) + f" {'images':>7}"]
+    header = "".join(f" {p:>14} {'declined':>8}" for p in paths)
+    lines = [f"{'set':<8}{header} {'images':>7}"]
     for kind in report["predict"]:
-        cells = "".join(f" {report[p][kind]['accuracy']:>14.1%}" for p in paths)
+        cells = "".join(f" {report[p][kind]['accuracy']:>14.1%} {report[p][kind]['declined']:>8.1%}" for p in paths)
         lines.append(f"{kind:<8}{cells} {report['predict'][kind]['examples']:>7}")
     return "\n".join(lines)

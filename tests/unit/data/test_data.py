@@ -189,3 +189,26 @@ def test_truncated_archive_fails_with_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz is not a whole gzip archive.*truncated") as e:
         sources.load_split("test", sources.Source(data_dir=tmp_path / "tfds", manual_dir=manual))
     assert "\n" not in str(e.value)
+
+
+def test_person_made_sets_are_real_files_the_same_every_time(tmp_path):
+    from helpers import drawn_digits
+    from PIL import Image
+
+    from mnist_tf.data import person_made
+
+    digits, labels = np.stack(drawn_digits()), np.array([0, 1, 7])
+    first = person_made.write_sets(digits, labels, tmp_path / "a")
+    second = person_made.write_sets(digits, labels, tmp_path / "b")
+    assert set(first) == set(person_made.SETS) and person_made.NOT_A_DIGIT in first
+    for kind in person_made.SETS:
+        for (a, label), (b, _) in zip(first[kind], second[kind]):
+            assert a.read_bytes() == b.read_bytes(), a  # seeded: the same pictures on every run
+            with Image.open(a) as image:
+                image.load()
+                if kind == "tiny":
+                    assert image.size == (48, 48)
+            assert label == (-1 if kind == person_made.NOT_A_DIGIT else int(a.stem.split("_")[1]))
+    assert "nodigit/0000_none" in (tmp_path / "a" / "labels.csv").read_text()
+    with pytest.raises(ValueError, match="unknown person-made set"):
+        person_made.render(digits[0], "napkin", np.random.RandomState(0))

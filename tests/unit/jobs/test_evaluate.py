@@ -15,10 +15,32 @@ def test_evaluate_model_writes_its_report_beside_the_model_by_default(tiny_keras
     shutil.copyfile(tiny_keras, run_dir / "model.keras")
     report = evaluate.evaluate_model(run_dir, mock_mnist)
     assert report.model == run_dir / "model.keras" and report.out == run_dir / "evaluation"
-    assert sorted(p.name for p in report.out.iterdir()) == ["confusion_matrix.png", "metrics.json", "misclassified.png"]
+    assert sorted(p.name for p in report.out.iterdir()) == [
+        "confusion_matrix.png",
+        "metrics.json",
+        "misclassified.png",
+        "reliability.png",
+    ]
     written = json.loads((report.out / "metrics.json").read_text())
     assert written["model"] == str(report.model) and written["examples"] == len(report.evaluation.labels) == 48
     assert written["accuracy"] == report.evaluation.accuracy and report.person_made is None
+    assert len(written["reliability"]) == 15 and sum(b["count"] for b in written["reliability"]) == 48
+    assert 0 <= written["expected_calibration_error"] <= 1
+
+
+def test_expected_calibration_error_is_the_weighted_gap_between_confidence_and_accuracy():
+    import numpy as np
+
+    from mnist_tf.evaluation.metrics import expected_calibration_error, reliability
+
+    labels = np.array([0, 0, 1, 1])
+    # Two predictions at 0.95, both right; two at 0.55, one right: |1 - 0.95| / 2 + |0.5 - 0.55| / 2 = 0.05.
+    probabilities = np.array([[0.95, 0.05], [0.95, 0.05], [0.45, 0.55], [0.55, 0.45]])
+    assert expected_calibration_error(probabilities, labels) == pytest.approx(0.05)
+    rows = reliability(probabilities, labels)
+    assert [r["count"] for r in rows if r["count"]] == [2, 2]
+    # A model right exactly as often as it says is calibrated.
+    assert expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0
 
 
 def test_evaluate_model_refuses_a_report_folder_it_cannot_create(tiny_keras, mock_mnist, tmp_path):
