@@ -30,6 +30,7 @@ def serving_bytes(tiny_saved_model):
     return call
 
 
+@pytest.mark.slow  # exports and converts a model, then writes every person-made set: about 45 s
 def test_predict_and_serving_bytes_give_the_model_the_same_28x28(serving_bytes, tmp_path):
     digits = drawn_digits()
     files = person_made.write_sets(np.stack(digits), np.array([0, 1, 7]), tmp_path, kinds=person_made.DIGIT_SETS)
@@ -148,6 +149,7 @@ def tflite_dir(tiny_saved_model, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # exports and converts a model, then writes every person-made set: about 45 s
 def test_preprocessing_as_tflite_gives_the_28x28_that_to_mnist_gives(tflite_dir, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
