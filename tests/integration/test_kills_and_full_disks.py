@@ -146,7 +146,7 @@ def test_a_full_disk_while_preparing_mnist_is_one_line_and_the_rerun_prepares_it
     args = ["evaluate", "--model", tiny_keras, "--out", tmp_path / "report"]
     args += ["--data-dir", data_dir, "--manual-dir", ARCHIVES]
     line = error_line(run_child(args, limit=1_000_000))
-    assert f"could not prepare MNIST in {data_dir} (file too large)" in line, line
+    assert f"could not prepare mnist in {data_dir} (file too large)" in line, line
     assert not tfds.builder("mnist", data_dir=data_dir).is_prepared()
     result = run_child(args)
     assert result.returncode == 0, result.stderr[-2000:]
