@@ -90,7 +90,7 @@ def serving_archive(model: Any, class_names: Sequence[str] | None = None) -> Any
         }
 
     def prepare(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return mnist_form.to_mnist_tensor(decode.decode_bytes_tensor(encoded))
+        return mnist_form.to_mnist_function()(decode.decode_bytes_tensor(encoded))
 
     @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT_NAME)])
     def serve_pixels(image: tf.Tensor) -> dict[str, tf.Tensor]:

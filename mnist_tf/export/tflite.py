@@ -130,7 +130,7 @@ def convert_preprocessing() -> bytes:
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="pixels")])
     def preprocess(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        image, blank = mnist_form.to_mnist_tensor(pixels)
+        image, blank = mnist_form.to_mnist_function()(pixels)
         return {INPUT_NAME: image, "blank": blank}  # `image`: what a classifier variant takes
 
     module = tf.Module()

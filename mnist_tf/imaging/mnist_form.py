@@ -319,7 +319,22 @@ def to_mnist_tensor(pixels):
     return tf.cast(tf.round(image * 255.0), tf.uint8), tf.logical_not(has_ink)
 
 
-_eager_fn = None
+_graph_fn = None
+
+
+def to_mnist_function():
+    """`to_mnist_tensor` as one `tf.function` for pictures of any size, traced once per process.
+
+    The preprocessing is a large graph: the SavedModel's `serving_bytes`, the TFLite preprocessing model and
+    `to_mnist` all call this one function, so that building it once serves all three.
+    """
+    global _graph_fn
+    if _graph_fn is None:
+        tf = _tf()
+        _graph_fn = tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    return _graph_fn
+
+
 # Integer pixels scale to [0, 1] by these factors, as tf.image.convert_image_dtype scales them in the
 # SavedModel (a multiplication, not a division: the last bit of a float can differ between the two).
 UNIT8, UNIT16 = np.float32(1 / 255), np.float32(1 / 65535)
@@ -332,7 +347,6 @@ def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
     uint8, uint16 or float in [0,1]. Runs the same TensorFlow function the
     SavedModel runs, compiled once for every size.
     """
-    global _eager_fn
     tf = _tf()
     array = np.asarray(pixels)
     if array.ndim == 2:
@@ -343,7 +357,5 @@ def to_mnist(pixels: Any) -> tuple[np.ndarray, bool]:
         array = array.astype(np.float32) * UNIT8
     elif array.dtype == np.uint16:
         array = array.astype(np.float32) * UNIT16
-    if _eager_fn is None:
-        _eager_fn = tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
-    image, blank = _eager_fn(tf.constant(array, tf.float32))
+    image, blank = to_mnist_function()(tf.constant(array, tf.float32))
     return image.numpy(), bool(blank.numpy())
