@@ -345,12 +345,13 @@ def test_picks_up_a_new_version_and_stops_cleanly_on_sigterm(tiny_saved_model, t
         with httpx.Client(base_url=server.url, timeout=60) as client:
             shutil.copytree(base / "1", tmp_path / "staging")
             (tmp_path / "staging").rename(base / "2")  # as mnist-tf export does: renamed into place
+            # Version 2 loads first and version 1 unloads after it: wait for both, as a client would.
             deadline = time.monotonic() + 60
-            while client.get("/v1/models/mnist").json()["model_version_status"][0] != AVAILABLE_2:
-                assert time.monotonic() < deadline, "version 2 was not picked up"
+            while (status := client.get("/v1/models/mnist").json()["model_version_status"])[0] != AVAILABLE_2 or (
+                {s["version"]: s["state"] for s in status} != {"2": "AVAILABLE", "1": "END"}
+            ):
+                assert time.monotonic() < deadline, f"version 2 was not picked up, or 1 not unloaded: {status}"
                 time.sleep(0.2)
-            states = {s["version"]: s["state"] for s in client.get("/v1/models/mnist").json()["model_version_status"]}
-            assert states == {"2": "AVAILABLE", "1": "END"}
             assert client.post("/v1/models/mnist/versions/2:predict", json={"instances": [PIXELS]}).status_code == 200
             assert client.post("/v1/models/mnist/versions/1:predict", json={"instances": [PIXELS]}).status_code == 404
             # SIGTERM while a large request is in flight on this kept-alive connection: it is answered.
