@@ -69,6 +69,7 @@ def test_evaluate_writes_reports(finished_run, mock_mnist, tmp_path):
     assert not (out / "person_made.json").exists() and "person-made" not in result.output  # only with --person-made
 
 
+@pytest.mark.slow  # exports a SavedModel and writes every set: most of a minute
 def test_evaluate_person_made_scores_every_set_by_both_paths(finished_run, mock_mnist, tmp_path):
     out = tmp_path / "report"
     result = run("evaluate", "--model", finished_run, "--out", out, "--person-made", "--person-made-examples", "4")

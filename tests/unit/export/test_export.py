@@ -197,10 +197,11 @@ def test_a_tflite_model_carries_its_class_names_in_its_metadata(tiny_saved_model
 
     names = [f"class {c}" for c in range(10)]
     path = tmp_path / "named.tflite"
-    path.write_bytes(with_class_names(convert_tflite(tiny_saved_model, "float32"), names))
+    converted = convert_tflite(tiny_saved_model, "float32")  # once: a conversion takes seconds
+    path.write_bytes(with_class_names(converted, names))
     assert class_names_of(path) == tuple(names)  # from the file alone: no labels.txt beside it
     probabilities = TFLiteRunner(path.read_bytes())(np.zeros((2, 28, 28, 1), np.uint8))
     assert probabilities.shape == (2, 10)  # still a model LiteRT runs
     plain = tmp_path / "plain.tflite"
-    plain.write_bytes(convert_tflite(tiny_saved_model, "float32"))
+    plain.write_bytes(converted)
     assert class_names_of(plain) is None
