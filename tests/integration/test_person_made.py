@@ -35,13 +35,13 @@ def quick_run(tmp_path_factory, real_source):
 def test_a_quick_model_reads_95_percent_of_every_person_made_set_both_ways(quick_run, tmp_path):
     run_dir, data = quick_run
     out = tmp_path / "report"
-    result = run("evaluate", "--model", run_dir, "--out", out, "--person-made", "--person-made-examples", "100", *data)
+    result = run("evaluate", "--model", run_dir, "--out", out, "--person-made", "--person-made-examples", "200", *data)
     assert result.exit_code == 0, result.output[-2000:]
     report = json.loads((out / "person_made.json").read_text())
     for path in ("predict", "serving_bytes"):
         assert set(report[path]) == set(SETS)
         for kind in DIGIT_SETS:
-            assert report[path][kind]["examples"] == 100
+            assert report[path][kind]["examples"] == 200
             assert report[path][kind]["accuracy"] >= FLOOR.get(kind, 0.95), (path, kind, report[path][kind])
         # Pictures without a digit are scored as declined or not: the share is reported, with no floor yet.
         assert report[path][NOT_A_DIGIT]["accuracy"] == report[path][NOT_A_DIGIT]["declined"]
