@@ -38,6 +38,7 @@ graph on what TensorFlow decodes, so TF Serving clients get the same 28x28 input
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -319,20 +320,15 @@ def to_mnist_tensor(pixels):
     return tf.cast(tf.round(image * 255.0), tf.uint8), tf.logical_not(has_ink)
 
 
-_graph_fn = None
-
-
+@functools.cache
 def to_mnist_function():
     """`to_mnist_tensor` as one `tf.function` for pictures of any size, traced once per process.
 
     The preprocessing is a large graph: the SavedModel's `serving_bytes`, the TFLite preprocessing model and
     `to_mnist` all call this one function, so that building it once serves all three.
     """
-    global _graph_fn
-    if _graph_fn is None:
-        tf = _tf()
-        _graph_fn = tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
-    return _graph_fn
+    tf = _tf()
+    return tf.function(to_mnist_tensor, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
 
 
 # Integer pixels scale to [0, 1] by these factors, as tf.image.convert_image_dtype scales them in the
