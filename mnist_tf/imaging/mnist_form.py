@@ -165,8 +165,6 @@ def _without_lines(ink, faint):
     """
     tf = _tf()
     grid = plane(shrink_to(as_image(tf.cast(faint, tf.float32)), LINE_GRID, tf.nn.max_pool2d))
-    size = tf.shape(ink)
-    thickest = tf.maximum(5, tf.reduce_min(size) // 64) + 1  # a ruled line is thinner than this many pixels
     for along in (1, 0):  # horizontal lines run along axis 1 (columns), vertical along axis 0
         across = 1 - along
         thick = window(grid, 3, across, tf.maximum, 0.0)  # a line tilted by a cell or so still fits
@@ -175,16 +173,30 @@ def _without_lines(ink, faint):
         span = tf.cast(LINE_SPAN * tf.cast(tf.shape(grid)[along], tf.float32), tf.int32)
         long = window(window(thick, span, along, tf.minimum, 0.0), span, along, tf.maximum, 0.0)
         near = window(long * grid, 3, across, tf.maximum, 0.0)
-        near = plane(tf.image.resize(as_image(near), size, method="nearest"))
-        thin = ink - window(window(ink, thickest, across, tf.minimum, 1e9), thickest, across, tf.maximum, -1e9)
-        # Of what is thin across, the part that also runs straight along for a sixteenth of the picture: a
-        # line, not the flat top of a thin 0.
-        run = tf.maximum(size[along] // 16, 3)
-        # Gaps as wide as a line (where another line crosses it) are bridged first, then taken back.
-        bridged = window(window(thin, thickest + 2, along, tf.maximum, -1e9), thickest + 2, along, tf.minimum, 1e9)
-        line = tf.minimum(thin, window(window(bridged, run, along, tf.minimum, 1e9), run, along, tf.maximum, -1e9))
-        ink = ink - near * line
+        # Most pictures have no lines: the work at full size is done only where some were found.
+        ink = tf.cond(
+            tf.reduce_max(near) > 0,
+            lambda ink=ink, near=near, along=along: _lines_taken(ink, near, along),
+            lambda ink=ink: ink,
+        )
     return ink
+
+
+def _lines_taken(ink, near, along):
+    """`ink` [h,w] without the lines along axis `along` where `near` (on the coarse grid) marks them."""
+    tf = _tf()
+    across = 1 - along
+    size = tf.shape(ink)
+    thickest = tf.maximum(5, tf.reduce_min(size) // 64) + 1  # a ruled line is thinner than this many pixels
+    near = plane(tf.image.resize(as_image(near), size, method="nearest"))
+    thin = ink - window(window(ink, thickest, across, tf.minimum, 1e9), thickest, across, tf.maximum, -1e9)
+    # Of what is thin across, the part that also runs straight along for a sixteenth of the picture: a
+    # line, not the flat top of a thin 0.
+    run = tf.maximum(size[along] // 16, 3)
+    # Gaps as wide as a line (where another line crosses it) are bridged first, then taken back.
+    bridged = window(window(thin, thickest + 2, along, tf.maximum, -1e9), thickest + 2, along, tf.minimum, 1e9)
+    line = tf.minimum(thin, window(window(bridged, run, along, tf.minimum, 1e9), run, along, tf.maximum, -1e9))
+    return ink - near * line
 
 
 def _cut(ink):

@@ -175,34 +175,43 @@ def shift(x, k, axis, fill):
     return tf.slice(padded, tf.one_hot(axis, 2, on_value=after, off_value=0, dtype=tf.int32), tf.shape(x))
 
 
-WINDOW_BITS = 10  # Windows up to 1023 pixels long: the working picture's longer side is at most 512.
-
-
 def window(x, length, axis, combine, fill):
     """[h,w] -> each pixel combined (tf.maximum, tf.minimum) over the `length` pixels centred on it along `axis`.
 
-    A running maximum over any length in WINDOW_BITS doublings (van Herk's idea, without its kernels):
+    A running maximum over any length in log2(length) doublings (van Herk's idea, without its kernels):
     `power` holds the combination over 2^b pixels, and the bits of `length` pick which of them to join, so a
-    window of 300 pixels costs 10 steps of shifted copies, not 300. Pixels outside the picture are `fill`.
+    window of 300 pixels costs 9 steps of sliced copies, not 300. The doublings are one loop that stops at
+    the length's highest bit: a 3-pixel window costs 2 steps, and the graph holds the step once. Pixels
+    outside the picture are `fill`.
     """
     tf = _tf()
     length = tf.maximum(tf.cast(length, tf.int32), 1)
-    # Padded by a window's length, so that no shifted copy drops part of a window that lies in the picture.
+    n = tf.shape(x)[axis]
+    # Padded before by half a window and after by two, so that every slice below lies inside the padding.
     margin = length // 2 + 1
-    padded = tf.pad(
-        x,
-        tf.one_hot(axis, 2, on_value=1, off_value=0, dtype=tf.int32)[:, None] * tf.stack([margin, length + 1]),
-        constant_values=fill,
-    )
-    # The window holds the pixel itself, and min and max are idempotent: the pixel is where the combining starts.
-    acc, offset, power = padded, -(length // 2), padded
-    for b in range(WINDOW_BITS):
-        step = 2**b
+    along = tf.one_hot(axis, 2, on_value=1, off_value=0, dtype=tf.int32)
+    padded = tf.pad(x, along[:, None] * tf.stack([margin, 2 * length + 1]), constant_values=fill)
+
+    def part(values, start, size):  # values[start : start + size] along `axis`
+        return tf.slice(values, along * start, tf.where(along == 1, size, tf.shape(values)))
+
+    def double(acc, offset, power, step):
+        # power[j] combines padded[j : j + step]; acc[i] combines the window's first `offset + length // 2`.
         use = tf.math.floormod(length // step, 2) == 1
-        acc = tf.where(use, combine(acc, shift(power, offset, axis, fill)), acc)
+        acc = tf.where(use, combine(acc, part(power, margin + offset, n)), acc)
         offset = offset + tf.where(use, step, 0)
-        power = combine(power, shift(power, tf.constant(step), axis, fill))
-    return tf.slice(acc, tf.one_hot(axis, 2, on_value=margin, off_value=0, dtype=tf.int32), tf.shape(x))
+        rest = tf.shape(power)[axis] - step
+        power = combine(part(power, 0, rest), part(power, step, rest))
+        return acc, offset, power, step * 2
+
+    # The window holds the pixel itself, and min and max are idempotent: the pixel is where the combining starts.
+    unknown = tf.TensorShape([None, None])
+    return tf.while_loop(
+        lambda acc, offset, power, step: step <= length,
+        double,
+        (x, -(length // 2), padded, tf.constant(1)),
+        shape_invariants=(unknown, tf.TensorShape([]), unknown, tf.TensorShape([])),
+    )[0]
 
 
 def opening(x, rows, cols):
