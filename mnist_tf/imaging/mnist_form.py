@@ -156,7 +156,8 @@ def _without_shading(ink):
 
 
 def _without_lines(ink, faint):
-    """`ink` [h,w] without the thin straight lines that run across the picture: ruled paper, a grid, a margin.
+    """`ink` [h,w] without the thin straight lines that run across the picture: ruled paper, a grid, a margin,
+    and whether any were found.
 
     Found by shape, not colour: on a coarse grid of the `faint` ink (which forgives a slight tilt and bridges a
     faint stretch), runs at least LINE_SPAN of the width (height) long mark where lines are; there, what is thin
@@ -165,21 +166,36 @@ def _without_lines(ink, faint):
     """
     tf = _tf()
     grid = plane(shrink_to(as_image(tf.cast(faint, tf.float32)), LINE_GRID, tf.nn.max_pool2d))
+    found = tf.constant(False)
     for along in (1, 0):  # horizontal lines run along axis 1 (columns), vertical along axis 0
         across = 1 - along
         thick = window(grid, 3, across, tf.maximum, 0.0)  # a line tilted by a cell or so still fits
         # Gaps of a few cells (a faint stretch of line, a JPEG block) are bridged: a closing along the line.
         thick = window(window(thick, 5, along, tf.maximum, 0.0), 5, along, tf.minimum, 1.0)
         span = tf.cast(LINE_SPAN * tf.cast(tf.shape(grid)[along], tf.float32), tf.int32)
-        long = window(window(thick, span, along, tf.minimum, 0.0), span, along, tf.maximum, 0.0)
-        near = window(long * grid, 3, across, tf.maximum, 0.0)
-        # Most pictures have no lines: the work at full size is done only where some were found.
+        # A run of `span` cells needs as many in its row (column): most pictures have no such row, and then
+        # neither lines nor the search for them (the cells are 0 or 1, so the sum is exact).
+        near = tf.cond(
+            tf.reduce_max(tf.reduce_sum(thick, axis=along)) >= tf.cast(span, tf.float32),
+            lambda thick=thick, span=span, along=along: _near_lines(grid, thick, span, along),
+            lambda: tf.zeros_like(grid),
+        )
+        # The work at full size is done only where lines were found.
+        here = tf.reduce_max(near) > 0
         ink = tf.cond(
-            tf.reduce_max(near) > 0,
+            here,
             lambda ink=ink, near=near, along=along: _lines_taken(ink, near, along),
             lambda ink=ink: ink,
         )
-    return ink
+        found = found | here
+    return ink, found
+
+
+def _near_lines(grid, thick, span, along):
+    """The cells of `grid` on or beside a run of at least `span` cells of `thick` along axis `along`."""
+    tf = _tf()
+    long = window(window(thick, span, along, tf.minimum, 0.0), span, along, tf.maximum, 0.0)
+    return window(long * grid, 3, 1 - along, tf.maximum, 0.0)
 
 
 def _lines_taken(ink, near, along):
@@ -276,8 +292,10 @@ def _ink(pixels):
     tf = _tf()
     ink = _oriented(plane(_shrink(_grey(pixels))))
     ink = _flatten_lighting(_without_shading(ink))
-    ink = _without_lines(ink, ink > 0.5 * _cut(ink)[0])
     cut, has_ink = _cut(ink)
+    ink, lines = _without_lines(ink, ink > 0.5 * cut)
+    # Without lines the ink is unchanged, and so is its cut.
+    cut, has_ink = tf.cond(lines, lambda: _cut(ink), lambda: (cut, has_ink))
     mask = ink > cut
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
