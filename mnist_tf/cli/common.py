@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import click
 from mnist_tf import __version__, config
 from mnist_tf.config import choices
 from mnist_tf.core.errors import UserError
+from mnist_tf.core.quiet import QUIET_ENV, stderr_closed
 
 
 class CliError(click.ClickException):
@@ -96,25 +97,6 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-# Set by a quiet command, so that the processes it starts (workers, the server) stay quiet too.
-QUIET_ENV = "MNIST_TF_QUIET"
-
-
-@contextlib.contextmanager
-def _stderr_closed() -> Iterator[None]:
-    """File descriptor 2 points at /dev/null within the block: TensorFlow's libraries write there as they load,
-    before any log level applies."""
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
 def start_tensorflow() -> None:
     """Loads TensorFlow for a command, keeping its start-up chatter out of the output.
 
@@ -132,7 +114,7 @@ def start_tensorflow() -> None:
     if quiet:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         os.environ[QUIET_ENV] = "1"
-    with _stderr_closed() if quiet and "tensorflow" not in sys.modules else contextlib.nullcontext():
+    with stderr_closed() if quiet and "tensorflow" not in sys.modules else contextlib.nullcontext():
         import absl.logging
         import tensorflow  # noqa: F401
         import tensorflow_datasets as tfds

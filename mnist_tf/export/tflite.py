@@ -25,6 +25,7 @@ from mnist_tf.config.choices import MAX_ACCURACY_DROP_POINTS, TFLITE_KINDS
 from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, TFLITE_CLASS_NAMES
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import write_bytes, write_json
+from mnist_tf.core.quiet import native_chatter_hidden
 from mnist_tf.evaluation import plots
 from mnist_tf.evaluation.metrics import Evaluation, evaluate_probabilities
 from mnist_tf.imaging import mnist_form
@@ -74,7 +75,8 @@ def convert_tflite(saved_model_dir: Path, kind: str, representative_images: np.n
     with warnings.catch_warnings():
         # Calibration runs TF's own deprecated interpreter; the warning is not for our users.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-        return converter.convert()
+        with native_chatter_hidden():  # "fully_quantize: 0, inference_type: 6, ..."
+            return converter.convert()
 
 
 def export_tflite(
@@ -139,7 +141,8 @@ def convert_preprocessing() -> bytes:
         tf.saved_model.save(module, tmp, signatures={PREPROCESS_SIGNATURE: preprocess})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[PREPROCESS_SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return converter.convert()
+        with native_chatter_hidden():
+            return converter.convert()
 
 
 def verify_tflite(

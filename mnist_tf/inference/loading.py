@@ -15,6 +15,7 @@ import numpy as np
 
 from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES, TFLITE_CLASS_NAMES
 from mnist_tf.core.errors import UserError
+from mnist_tf.core.quiet import native_chatter_hidden
 from mnist_tf.core.rundir import RunDir
 from mnist_tf.core.types import ProbaFn
 
@@ -105,7 +106,8 @@ class TFLiteRunner:
         images = np.asarray(images, np.uint8)
         if len(images) != self.batch_size:
             self.interpreter.resize_tensor_input(self.input, list(images.shape))
-            self.interpreter.allocate_tensors()
+            with native_chatter_hidden():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.interpreter.allocate_tensors()
             self.batch_size = len(images)
         self.interpreter.set_tensor(self.input, images)
         self.interpreter.invoke()
