@@ -89,7 +89,8 @@ def data_options(fn: Callable | None = None, *, from_run: bool = False) -> Calla
 @click.option(
     "--verbose",
     is_flag=True,
-    help="Show TensorFlow's, absl's and TFDS's own start-up and progress messages (so does setting TF_CPP_MIN_LOG_LEVEL).",
+    help="Show TensorFlow's, absl's, TFDS's and LiteRT's own start-up and progress messages (so does setting "
+    "TF_CPP_MIN_LOG_LEVEL).",
 )
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
