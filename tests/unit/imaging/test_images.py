@@ -168,6 +168,7 @@ def test_preprocessing_as_tflite_gives_the_28x28_that_to_mnist_gives(tflite_dir,
     assert bool(preprocess(pixels=np.ones((30, 40, 3), np.float32))["blank"])
 
 
+@pytest.mark.slow  # converts the TFLite models, as the comparison above does
 def test_litert_reference_client_classifies_like_mnist_tf_predict(tflite_dir, tmp_path):
     import subprocess
     import sys

@@ -22,6 +22,7 @@ def test_schedules_reach_their_peak_and_decay():
     assert isinstance(make_optimizer(config.SEED, 100), keras.optimizers.SGD)
 
 
+@pytest.mark.slow  # trains the fast preset on real MNIST (the shared trained run)
 def test_fast_preset_reaches_98_5_percent_on_real_mnist(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.985, metrics["test_accuracy"]
