@@ -1,4 +1,4 @@
-"""Types that several layers share: a probabilities function and a prediction."""
+"""Types that several layers share: a probabilities (or logits) function and a prediction."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 
 # A probability function: uint8 images [N,28,28,1] -> float probabilities [N,C], C classes (10 for MNIST).
 ProbaFn = Callable[[np.ndarray], np.ndarray]
+# A logits function: the same images -> the network's logits [N,C], before any softmax (an array or a tensor).
+LogitsFn = Callable[[np.ndarray], Any]
 
 
 @dataclasses.dataclass
