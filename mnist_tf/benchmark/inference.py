@@ -22,12 +22,20 @@ def inference_speeds(
     from mnist_tf.evaluation import metrics
     from mnist_tf.export.saved_model import export_saved_model
     from mnist_tf.export.tflite import export_tflite
-    from mnist_tf.inference.loading import TFLiteRunner, load_keras, load_saved_model
+    from mnist_tf.inference.loading import (
+        TFLiteRunner,
+        calibrated_softmax,
+        load_keras,
+        load_saved_model,
+        temperature_of,
+    )
     from mnist_tf.inference.timing import seconds_per_call, single_image_ms
     from mnist_tf.modeling.network import float32_copy
 
     model = float32_copy(load_keras(keras_path))  # Served in float32, as every export is.
-    probabilities = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))  # as the exports return
+    temperature = temperature_of(keras_path)
+    # The calibrated probabilities, as the exports return them.
+    probabilities = tf.function(lambda x: calibrated_softmax(model(x, training=False), temperature))
     version_dir = export_saved_model(keras_path, work_dir, images[:8])
     runners: dict[str, Callable[[np.ndarray], Any]] = {
         "keras (tf.function)": lambda x: probabilities(tf.constant(x)).numpy(),

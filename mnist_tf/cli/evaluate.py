@@ -42,7 +42,11 @@ def evaluate_command(
     manual_dir: Path | None,
     dataset: str | None,
 ) -> None:
-    """Evaluate a model on the test split of its data set (and, with --person-made, on person-made pictures)."""
+    """Evaluate a model on the test split of its data set (and, with --person-made, on person-made pictures).
+
+    The probabilities scored are the model's calibrated ones (the temperature in the run's calibration.json,
+    or in an export's graph); the report records that temperature beside the expected calibration error.
+    """
     start_tensorflow()
     from mnist_tf.data import sources
     from mnist_tf.evaluation import metrics
@@ -63,7 +67,8 @@ def evaluate_command(
     click.echo(f"test accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {len(result.labels):,} images")
     confidence = float(result.probabilities.max(axis=1).mean())
     click.echo(
-        f"expected calibration error {result.calibration_error():.2%} (15 bins; mean top probability {confidence:.2%})"
+        f"expected calibration error {result.calibration_error():.2%} "
+        f"(15 bins; mean top probability {confidence:.2%}; temperature {report.temperature:.3g})"
     )
     click.echo(f"wrote {report.out}/metrics.json, confusion_matrix.png, misclassified.png, reliability.png")
     if report.person_made is not None:

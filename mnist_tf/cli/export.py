@@ -51,15 +51,21 @@ def export_command(
     manual_dir: Path | None,
     dataset: str | None,
 ) -> None:
-    """Export a model as a TF Serving SavedModel and verified TFLite variants."""
+    """Export a model as a TF Serving SavedModel and verified TFLite variants.
+
+    Their probabilities are calibrated with the temperature in the run's calibration.json, held in the graphs
+    (1 for a model without it); the logits are the network's own.
+    """
     start_tensorflow()
     from mnist_tf.export.tflite import PREPROCESS_FILE, report_table
+    from mnist_tf.inference.loading import temperature_of
     from mnist_tf.jobs import export
     from mnist_tf.training import runinfo
 
     def saved_model_written(exported: export.Exported) -> None:
         click.echo(
-            f"wrote SavedModel {exported.saved_model} (signatures {contract.DEFAULT_SIGNATURE}, {contract.BYTES_SIGNATURE}), "
+            f"wrote SavedModel {exported.saved_model} (signatures {contract.DEFAULT_SIGNATURE}, {contract.BYTES_SIGNATURE}; "
+            f"probabilities calibrated with temperature {temperature_of(exported.saved_model):.3g}), "
             f"{out}/saved_model/models.config"
         )
         if exported.stray_temporaries:

@@ -107,7 +107,11 @@ def train(
     settings: tuple[str, ...],
     **overrides: Any,
 ) -> None:
-    """Train a model on MNIST (or another --dataset), then evaluate it on the test split.
+    """Train a model on MNIST (or another --dataset), calibrate its probabilities, then evaluate it on the test split.
+
+    Calibration fits one temperature that makes the probabilities mean what they say, on the validation
+    split, else on training images the run did not use, else on the last training images (recorded as
+    not held out); it is written to calibration.json, and every way of running the model applies it.
 
     Re-running the same command after an interruption resumes the run.
     """
@@ -149,4 +153,10 @@ def train(
         f"({metrics['train_images_per_second']:.0f} images/s on {metrics['device']}, "
         f"{metrics['strategy']} strategy, {metrics['replicas']} replica(s))"
     )
-    click.echo(f"wrote {run_dir}/model.keras, metrics.json, history.csv, learning_curves.png, logs/")
+    fitted = metrics["calibration"]
+    images = "held-out images" if fitted["held_out"] else "training images (none held out)"
+    click.echo(
+        f"calibration: temperature {fitted['temperature']:.2f} on {fitted['examples']:,} {images}; "
+        f"test expected calibration error {fitted['test_ece_before']:.1%} -> {fitted['test_ece_after']:.1%}"
+    )
+    click.echo(f"wrote {run_dir}/model.keras, calibration.json, metrics.json, history.csv, learning_curves.png, logs/")

@@ -15,6 +15,8 @@ CLASS_ID = "class_id"
 CLASS_NAME = "class_name"  # the data set's name of the class, e.g. "7" or "Sneaker"
 # The TFLite models' metadata entry holding the class names, UTF-8, one a line, class 0 first.
 TFLITE_CLASS_NAMES = "class_names"
+# The TFLite models' metadata entry holding a copy of the calibration.json whose temperature is in their graph.
+TFLITE_CALIBRATION = "calibration"
 
 # The exported models: TF Serving's model name and the SavedModel's (and TFLite's) signatures.
 MODEL_NAME = "mnist"

@@ -9,6 +9,7 @@
     history.csv         one row per epoch
     logs/               TensorBoard
     learning_curves.png
+    calibration.json    the temperature that calibrates the model's probabilities (`evaluation.calibration`)
     metrics.json        written last: its presence marks the run finished
     evaluation/         `mnist-tf evaluate`'s report, by default
 
@@ -30,10 +31,11 @@ HISTORY = "history.csv"
 LOGS = "logs"
 LEARNING_CURVES = "learning_curves.png"
 METRICS = "metrics.json"
+CALIBRATION = "calibration.json"
 PLAN = "plan.json"
 EVALUATION = "evaluation"
 # Files a finished run keeps that describe it; the SavedModel export copies them as assets.
-DESCRIPTION = (CONFIG, METRICS)
+DESCRIPTION = (CONFIG, METRICS, CALIBRATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,7 @@ class RunDir:
     logs = property(lambda self: self.path / LOGS)
     learning_curves = property(lambda self: self.path / LEARNING_CURVES)
     metrics = property(lambda self: self.path / METRICS)
+    calibration = property(lambda self: self.path / CALIBRATION)
     plan = property(lambda self: self.path / PLAN)
     evaluation = property(lambda self: self.path / EVALUATION)
 

@@ -1,4 +1,4 @@
-"""Types that several layers share: a probabilities function and a prediction."""
+"""Types that several layers share: a probabilities (or logits) function and a prediction."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import numpy as np
 
 # A probability function: uint8 images [N,28,28,1] -> float probabilities [N,C], C classes (10 for MNIST).
 ProbaFn = Callable[[np.ndarray], np.ndarray]
+# A logits function: the same images -> the network's logits [N,C], before any softmax (an array or a tensor).
+LogitsFn = Callable[[np.ndarray], Any]
+
+# An answer whose (calibrated) top probability is below this is flagged "not sure": such an answer is
+# wrong more than one time in ten (docs/serving.md, "Calibrated probabilities and not sure"). The page
+# (serve/static/app.js) uses the same number.
+SURE = 0.9
 
 
 @dataclasses.dataclass
@@ -27,16 +34,21 @@ class Prediction:
     # The 28x28 uint8 input the model saw, for `plots.what_the_model_saw`; not part of the JSON.
     image: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
+    @property
+    def sure(self) -> bool | None:
+        """Whether the top probability reaches `SURE`; None without an answer."""
+        return None if self.probability is None else self.probability >= SURE
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        fields = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name != "image" and getattr(self, f.name) is not None
         }
+        return fields if self.sure is None else {**fields, "sure": self.sure}
 
     def __str__(self) -> str:
         if self.error is not None:
             return f"{self.file}: error: {self.error}"
-        if self.class_name is not None and self.class_name != str(self.digit):
-            return f"{self.file}: {self.class_name} ({self.probability:.1%})"
-        return f"{self.file}: {self.digit} ({self.probability:.1%})"
+        name = self.class_name if self.class_name is not None else str(self.digit)
+        return f"{self.file}: {name} ({self.probability:.1%}{'' if self.sure else ', not sure'})"

@@ -286,3 +286,23 @@ def split_names(cfg: Config, train_size: int = TRAIN_SIZE) -> tuple[str, str]:
     first_held_out = train_size - cfg.validation_examples
     train_end = min(cfg.train_examples, first_held_out) if cfg.train_examples is not None else first_held_out
     return f"train[:{train_end}]", f"train[{first_held_out}:]"
+
+
+# Images the temperature (`evaluation.calibration`) is fitted on, when the run has no validation split.
+CALIBRATION_IMAGES = 5000
+
+
+def calibration_split(cfg: Config, train_size: int = TRAIN_SIZE) -> tuple[str, bool]:
+    """The TFDS split string of the images the temperature is fitted on, and whether training never saw them.
+
+    The validation slice when the run holds one out; else up to `CALIBRATION_IMAGES` of the training
+    images the run did not use (it trained on the first `train_examples`); else the last
+    `CALIBRATION_IMAGES` training images, which the model was trained on (then False).
+    """
+    if cfg.validation_examples:
+        return split_names(cfg, train_size)[1], True
+    last = max(train_size - CALIBRATION_IMAGES, 0)
+    used = min(cfg.train_examples or train_size, train_size)  # the first `used` images were trained on
+    if used < train_size:
+        return f"train[{max(used, last)}:]", True
+    return f"train[{last}:]", False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -122,10 +122,14 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Eva
     )
 
 
+def in_batches(fn: Callable[[np.ndarray], Any], images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """`fn` (a model's probabilities or logits) run over `images` a batch at a time, as one numpy array."""
+    return np.concatenate([np.asarray(fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
 def evaluate_proba_fn(proba_fn: ProbaFn, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> Evaluation:
     """Runs `proba_fn` over `images` in batches and scores the result."""
-    probabilities = np.concatenate([proba_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    return evaluate_probabilities(probabilities, labels)
+    return evaluate_probabilities(in_batches(proba_fn, images, batch_size), labels)
 
 
 def per_class_table(evaluation: Evaluation, class_names: Sequence[str] | None = None) -> str:

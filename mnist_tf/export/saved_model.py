@@ -5,9 +5,10 @@ The layout under the export folder OUT (see docs/deployment.md):
     OUT/saved_model/models.config             TF Serving model config (text format)
     OUT/saved_model/mnist/<N>/                one SavedModel per version, N = 1, 2, ...
         saved_model.pb, variables/
-        assets.extra/tf_serving_warmup_requests, labels.txt, config.json, metrics.json
+        assets.extra/tf_serving_warmup_requests, labels.txt, config.json, metrics.json, calibration.json
 
-Both signatures return `probabilities` [N,C] float32, `class_id` [N] int64,
+Both signatures return `probabilities` [N,C] float32 (calibrated: softmax(logits / T), T the
+temperature in the run's calibration.json, a constant in the graph; 1 without the file), `class_id` [N] int64,
 `class_name` [N] string (the data set's name of that class, e.g. "7" or "Sneaker";
 also in assets.extra/labels.txt, one a line) and `logits` [N,C] float32, C the
 number of classes (10 for MNIST):
@@ -55,7 +56,7 @@ from mnist_tf.core.contract import (
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import disk_errors, fault_point, write_bytes
 from mnist_tf.imaging import decode, mnist_form
-from mnist_tf.inference.loading import load_keras
+from mnist_tf.inference.loading import calibrated_softmax, load_keras, temperature_of
 from mnist_tf.modeling.network import float32_copy
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -70,9 +71,15 @@ def digit_names(count: int = NUM_CLASSES) -> tuple[str, ...]:
     return tuple(str(c) for c in range(count))
 
 
-def serving_archive(model: Any, class_names: Sequence[str] | None = None) -> Any:
+def keras_archive(keras_path: Path, class_names: Sequence[str] | None = None) -> Any:
+    """`serving_archive` of a .keras file, in float32, with the temperature of the calibration.json beside it."""
+    return serving_archive(float32_copy(load_keras(keras_path)), class_names, temperature_of(keras_path))
+
+
+def serving_archive(model: Any, class_names: Sequence[str] | None = None, temperature: float = 1.0) -> Any:
     """A `keras.export.ExportArchive` with the pixel and encoded-image signatures; `class_names`
-    (default: the labels as numbers) become the `class_name` output."""
+    (default: the labels as numbers) become the `class_name` output, and `probabilities` are
+    softmax(logits / `temperature`), the temperature a constant in the graph."""
     import keras
     import tensorflow as tf
 
@@ -83,7 +90,7 @@ def serving_archive(model: Any, class_names: Sequence[str] | None = None) -> Any
         logits = model(images, training=False)
         class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
-            PROBABILITIES: tf.nn.softmax(logits),
+            PROBABILITIES: calibrated_softmax(logits, temperature),
             CLASS_ID: class_id,
             CLASS_NAME: tf.gather(names, class_id),
             LOGITS: logits,
@@ -211,15 +218,16 @@ def export_saved_model(
 
     The version is written in a hidden sibling folder and renamed into place,
     so TF Serving never sees a half-written version and a failure leaves none.
-    The run's config.json and metrics.json, when beside `keras_path`, are copied
-    into assets.extra with labels.txt (`class_names`, default the labels as numbers)
-    and the warm-up requests.
+    The run's config.json, metrics.json and calibration.json (whose temperature the
+    graph holds), when beside `keras_path`, are copied into assets.extra with
+    labels.txt (`class_names`, default the labels as numbers) and the warm-up requests.
     """
     base = Path(out) / "saved_model" / MODEL_NAME
     version = choose_version(out, version)
     final = base / str(version)
     model = float32_copy(load_keras(keras_path))
     names = list(class_names) if class_names is not None else list(digit_names(int(model.outputs[0].shape[-1])))
+    temperature = temperature_of(keras_path)  # read, and refused if unreadable, before any work
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
@@ -228,7 +236,7 @@ def export_saved_model(
     try:
         with disk_errors(final, "SavedModel version"):
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
-            serving_archive(model, names).write_out(str(tmp), verbose=False)
+            serving_archive(model, names, temperature).write_out(str(tmp), verbose=False)
             extra = tmp / "assets.extra"
             write_warmup(extra / WARMUP_FILE, warmup_images)
             (extra / LABELS_FILE).write_text("".join(f"{c}\n" for c in names), encoding="utf-8")

@@ -8,7 +8,9 @@
 Every classifier variant is converted from the SavedModel's `serving_default`
 signature and keeps its names: `image` uint8 [N,28,28,1] -> `probabilities`,
 `class_id`, `class_name`, `logits`; the class names are also in its metadata
-(`with_class_names`) and in OUT/tflite/labels.txt.
+(`with_class_names`) and in OUT/tflite/labels.txt. Its `probabilities` are the
+SavedModel's calibrated ones (the temperature is a constant of the converted
+graph); a copy of the SavedModel's calibration.json is in its metadata too.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from mnist_tf.config.choices import MAX_ACCURACY_DROP_POINTS, TFLITE_KINDS
-from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, TFLITE_CLASS_NAMES
+from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, TFLITE_CALIBRATION, TFLITE_CLASS_NAMES
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import write_bytes, write_json
 from mnist_tf.core.quiet import native_chatter_hidden
 from mnist_tf.evaluation import plots
 from mnist_tf.evaluation.metrics import Evaluation, evaluate_probabilities
 from mnist_tf.imaging import mnist_form
-from mnist_tf.inference.loading import TFLiteRunner
+from mnist_tf.inference.loading import TFLiteRunner, calibration_file
 from mnist_tf.inference.timing import single_image_ms
 
 PREPROCESS_FILE = "mnist_preprocess.tflite"
@@ -90,14 +92,18 @@ def export_tflite(
     mnist_preprocess.tflite (`convert_preprocessing`); returns the classifiers' paths.
 
     Each classifier keeps the SavedModel's `class_name` output; `class_names`, when given, are also
-    written to OUT/tflite/labels.txt, one a line, for apps that read labels from a file."""
+    written to OUT/tflite/labels.txt, one a line, for apps that read labels from a file. The SavedModel's
+    calibration.json, when it has one, goes into each model's metadata."""
     paths = {}
     if class_names is not None:  # Also in each model's metadata (`with_class_names`).
         write_bytes(Path(out_dir) / LABELS_FILE, "".join(f"{n}\n" for n in class_names).encode(), "the class names")
+    temperature_file = calibration_file(saved_model_dir)  # the probabilities' calibration, not int8's
     for kind in kinds:
         content = convert_tflite(saved_model_dir, kind, calibration_images if kind == "int8" else None)
         if class_names is not None:
             content = with_class_names(content, class_names)
+        if temperature_file.is_file():
+            content = with_metadata(content, TFLITE_CALIBRATION, temperature_file.read_bytes())
         paths[kind] = Path(out_dir) / f"mnist_{kind}.tflite"
         write_bytes(paths[kind], content, f"the {kind} TFLite model")
     write_bytes(Path(out_dir) / PREPROCESS_FILE, convert_preprocessing(), "the TFLite preprocessing")
@@ -107,15 +113,20 @@ def export_tflite(
 def with_class_names(content: bytes, class_names: Sequence[str]) -> bytes:
     """A TFLite model with `class_names` in its metadata (entry `class_names`: UTF-8, one a line), so the
     .tflite file names its classes by itself; `inference.loading.class_names_of` reads them back."""
+    return with_metadata(content, TFLITE_CLASS_NAMES, "\n".join(class_names).encode("utf-8"))
+
+
+def with_metadata(content: bytes, name: str, data: bytes) -> bytes:
+    """A TFLite model with a metadata entry `name` holding `data`; `inference.loading.tflite_metadata` reads it."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer("\n".join(class_names).encode("utf-8"), np.uint8)
+    buffer.data = np.frombuffer(data, np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
-    entry.name, entry.buffer = TFLITE_CLASS_NAMES, len(model.buffers) - 1
+    entry.name, entry.buffer = name, len(model.buffers) - 1
     model.metadata = [*(model.metadata or []), entry]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 

@@ -3,6 +3,11 @@
 Every loader returns a `ProbaFn`: uint8 images [N,28,28,1] -> probabilities
 [N,C] (C classes, 10 for MNIST), so evaluation and prediction do not care which
 format they run; `class_names_of` finds the classes' names beside any format.
+
+Every format returns the same, calibrated, probabilities: softmax(logits / T), T
+the temperature `mnist-tf train` fitted (`evaluation.calibration`). A Keras model
+reads T from the calibration.json beside it; the SavedModel and TFLite models hold
+it in their graphs (`temperature_of` reads the copy they carry).
 """
 
 from __future__ import annotations
@@ -13,11 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_tf.core.contract import DEFAULT_SIGNATURE, INPUT_NAME, PROBABILITIES, TFLITE_CLASS_NAMES
+from mnist_tf.core.contract import (
+    DEFAULT_SIGNATURE,
+    INPUT_NAME,
+    PROBABILITIES,
+    TFLITE_CALIBRATION,
+    TFLITE_CLASS_NAMES,
+)
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.quiet import native_chatter_hidden
-from mnist_tf.core.rundir import RunDir
-from mnist_tf.core.types import ProbaFn
+from mnist_tf.core.rundir import CALIBRATION, RunDir
+from mnist_tf.core.types import LogitsFn, ProbaFn
+from mnist_tf.evaluation import calibration
 
 MODEL_HELP = "a run dir, a .keras file, a SavedModel version folder or a .tflite file"
 
@@ -140,8 +152,8 @@ def class_names_of(path: str | Path) -> tuple[str, ...] | None:
     return tuple(names) if all(names) else None
 
 
-def tflite_class_names(path: Path) -> tuple[str, ...] | None:
-    """The class names in a TFLite model's metadata (`export.tflite.with_class_names`); None without them."""
+def tflite_metadata(path: Path, name: str) -> bytes | None:
+    """The metadata entry `name` of a TFLite model (`export.tflite.with_metadata`); None without it."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     try:
@@ -149,22 +161,58 @@ def tflite_class_names(path: Path) -> tuple[str, ...] | None:
     except Exception:  # noqa: BLE001  (not a flatbuffer: the loader says so in its own words)
         return None
     for entry in model.metadata or []:
-        if entry.name.decode() == TFLITE_CLASS_NAMES:
-            return tuple(bytes(model.buffers[entry.buffer].data).decode("utf-8").split("\n"))
+        if entry.name.decode() == name:
+            return bytes(model.buffers[entry.buffer].data)
     return None
 
 
-def load_proba_fn(path: str | Path) -> ProbaFn:
-    """Returns a function from uint8 images [N,28,28,1] to probabilities [N,10]."""
+def tflite_class_names(path: Path) -> tuple[str, ...] | None:
+    """The class names in a TFLite model's metadata; None without them."""
+    names = tflite_metadata(path, TFLITE_CLASS_NAMES)
+    return tuple(names.decode("utf-8").split("\n")) if names is not None else None
+
+
+def calibration_file(path: str | Path) -> Path:
+    """Where a Keras model or SavedModel version keeps its calibration: the calibration.json beside a
+    .keras file (a run dir's), or in a SavedModel's assets.extra. The file may not exist."""
+    path = resolve_model_path(path)
+    return path / "assets.extra" / CALIBRATION if path.is_dir() else RunDir(path.parent).calibration
+
+
+def temperature_of(path: str | Path) -> float:
+    """The temperature a model's probabilities are computed with; 1.0 for a model never calibrated.
+
+    A .keras model is divided by it when loaded (`load_proba_fn`); a SavedModel and a TFLite model have
+    it in their graph and carry a copy, read here: assets.extra/calibration.json, the TFLite metadata."""
+    path = resolve_model_path(path)
+    if path.suffix == ".tflite":
+        data = tflite_metadata(path, TFLITE_CALIBRATION)
+        return float(json.loads(data)["temperature"]) if data is not None else 1.0
+    return calibration.temperature(calibration_file(path))
+
+
+def calibrated_softmax(logits, temperature: float):
+    """softmax(logits / temperature) in TensorFlow: the probabilities every format returns."""
     import tensorflow as tf
 
+    return tf.nn.softmax(logits / tf.constant(temperature, logits.dtype))
+
+
+def load_logits_fn(path: str | Path) -> LogitsFn:
+    """A Keras model (a run dir or .keras file) as a function from uint8 images [N,28,28,1] to logits [N,C],
+    computed in float32 as the exports compute them (mixed precision only speeds up training)."""
+    from mnist_tf.modeling.network import float32_copy
+
+    model = float32_copy(load_keras(resolve_model_path(path)))
+    return lambda images: model(np.asarray(images, np.uint8), training=False)
+
+
+def load_proba_fn(path: str | Path) -> ProbaFn:
+    """Returns a function from uint8 images [N,28,28,1] to calibrated probabilities [N,C]."""
     path = resolve_model_path(path)
     if path.suffix == ".keras":
-        from mnist_tf.modeling.network import float32_copy
-
-        # Inference is float32 everywhere, as in the exports; mixed precision only speeds up training.
-        model = float32_copy(load_keras(path))
-        return lambda images: tf.nn.softmax(model(np.asarray(images, np.uint8), training=False)).numpy()
+        logits_fn, temperature = load_logits_fn(path), temperature_of(path)
+        return lambda images: calibrated_softmax(logits_fn(images), temperature).numpy()
     if path.is_dir():
         return load_saved_model(path)
     if path.suffix == ".tflite":

@@ -86,7 +86,7 @@ def show(results: Sequence[Prediction], path: Path) -> Path:
             "/".join(Path(r.file).parts[-2:]),  # the file and its folder
             thumbnail(r.file),
             r.image,
-            f"{r.class_name or r.digit} ({r.probability:.0%})"
+            f"{r.class_name or r.digit} ({r.probability:.0%}{'' if r.sure else ', not sure'})"
             if r.error is None
             else r.error.split(" (")[0].split(":")[0],
         )

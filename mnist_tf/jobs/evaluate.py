@@ -14,7 +14,7 @@ from mnist_tf.data import pipeline
 from mnist_tf.data.sources import Source
 from mnist_tf.evaluation import plots
 from mnist_tf.evaluation.metrics import Evaluation, evaluate_proba_fn
-from mnist_tf.inference.loading import load_proba_fn, resolve_model_path
+from mnist_tf.inference.loading import load_proba_fn, resolve_model_path, temperature_of
 from mnist_tf.jobs.person_made import evaluate_person_made
 from mnist_tf.training import runlock
 
@@ -26,6 +26,7 @@ class Report:
     model: Path  # the model file or folder evaluated
     out: Path  # the report folder
     evaluation: Evaluation  # on the test split
+    temperature: float = 1.0  # the temperature the model's probabilities are calibrated with (1.0: not calibrated)
     person_made: dict[str, Any] | None = None  # the person-made scores (`evaluate_person_made`), when asked for
 
 
@@ -55,7 +56,8 @@ def evaluate_model(
 ) -> Report:
     """Scores a model in any format `inference.loading` loads on the 10,000 test images of
     `source` and writes the report folder `out` (default: `default_report_dir`):
-    metrics.json, confusion_matrix.png and misclassified.png.
+    metrics.json (with the temperature its probabilities are calibrated with),
+    confusion_matrix.png and misclassified.png.
 
     With `person_made_examples` > 0 it also scores the model on that many test
     digits re-made as people make pictures, writing person_made.json and the
@@ -73,12 +75,14 @@ def evaluate_model(
         model=resolved,
         out=Path(out) if out else default_report_dir(resolved),
         evaluation=evaluate_proba_fn(proba_fn, images, labels),
+        temperature=temperature_of(resolved),
     )
     try:
         report.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create report folder {report.out} ({e.strerror}): pass a writable --out") from None
-    write_json(report.out / "metrics.json", {"model": str(resolved), **report.evaluation.to_dict()})
+    recorded = {"model": str(resolved), "temperature": report.temperature, **report.evaluation.to_dict()}
+    write_json(report.out / "metrics.json", recorded)
     plots.confusion_matrix(report.evaluation, report.out / "confusion_matrix.png")
     plots.misclassified(report.evaluation, images, report.out / "misclassified.png")
     plots.reliability_diagram(report.evaluation, report.out / "reliability.png")

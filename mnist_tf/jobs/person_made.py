@@ -16,10 +16,9 @@ import tensorflow as tf
 from mnist_tf.core.contract import BYTES_INPUT_NAME, BYTES_SIGNATURE, CLASS_ID
 from mnist_tf.core.errors import UserError
 from mnist_tf.data.person_made import SETS, write_sets
-from mnist_tf.export.saved_model import serving_archive
-from mnist_tf.inference.loading import load_keras, load_proba_fn
+from mnist_tf.export.saved_model import keras_archive
+from mnist_tf.inference.loading import load_proba_fn
 from mnist_tf.inference.predict import predict_files
-from mnist_tf.modeling.network import float32_copy
 
 
 def score_sets(
@@ -92,7 +91,7 @@ def evaluate_person_made(
     with tempfile.TemporaryDirectory() as tmp:
         if model_path.suffix == ".keras":
             saved: Path | None = Path(tmp) / "saved_model"
-            serving_archive(float32_copy(load_keras(model_path))).write_out(str(saved), verbose=False)
+            keras_archive(model_path).write_out(str(saved), verbose=False)  # calibrated, as the export is
         else:
             saved = model_path if model_path.is_dir() else None
         if saved is not None:

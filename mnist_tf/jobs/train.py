@@ -1,8 +1,10 @@
 """`train_and_evaluate(cfg, run_dir, source)`: the whole job of `mnist-tf train`.
 
-Trains in the run dir (`training.fit`, resuming an interrupted run), evaluates
-the last checkpoint on the test split and writes metrics.json, which marks the
-run finished. The run dir's layout is `core.rundir`'s.
+Trains in the run dir (`training.fit`, resuming an interrupted run), fits the
+temperature that calibrates its probabilities on held-out images and writes
+calibration.json (`evaluation.calibration`), evaluates the last checkpoint on the
+test split with it and writes metrics.json, which marks the run finished. The run
+dir's layout is `core.rundir`'s.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import keras
 from mnist_tf.config import Config
 from mnist_tf.core.files import write_json
 from mnist_tf.core.rundir import RunDir
+from mnist_tf.core.types import LogitsFn
 from mnist_tf.data import pipeline, sources
-from mnist_tf.evaluation import metrics, plots
-from mnist_tf.inference.loading import load_proba_fn
+from mnist_tf.evaluation import calibration, metrics, plots
+from mnist_tf.inference.loading import load_logits_fn
 from mnist_tf.training import distribute, fit, runlock
 
 
@@ -33,8 +36,8 @@ def train_and_evaluate(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Trains `cfg` in `run_dir` (resuming an interrupted run), evaluates the last
-    checkpoint on the test split and returns the metrics written to metrics.json.
+    """Trains `cfg` in `run_dir` (resuming an interrupted run), calibrates and evaluates the
+    last checkpoint on the test split and returns the metrics written to metrics.json.
 
     The run dir is locked for the whole call: a second call on it refuses (`runlock`).
 
@@ -53,19 +56,36 @@ def train_and_evaluate(
             shutil.rmtree(run_dir, ignore_errors=True)  # The chief holds the run; this was scratch.
             print(f"{role.name} finished; the chief writes the run to {chief_dir}", file=sys.stderr)
             return None
-        return _evaluate_and_record(cfg, RunDir(run_dir), role, trained, tuning)
+        return _evaluate_and_record(cfg, RunDir(run_dir), role, trained, tuning, source)
 
 
 def _evaluate_and_record(
-    cfg: Config, run: RunDir, role: distribute.Role, trained: fit.Trained, tuning: dict[str, Any] | None
+    cfg: Config,
+    run: RunDir,
+    role: distribute.Role,
+    trained: fit.Trained,
+    tuning: dict[str, Any] | None,
+    source: sources.Source,
 ) -> dict[str, Any]:
-    """Evaluates the trained model.keras on the test split and writes metrics.json, which marks the run finished."""
+    """Calibrates the trained model.keras (calibration.json), evaluates it on the test split and writes
+    metrics.json, which marks the run finished."""
     history = fit.read_history(run.history)
     plots.learning_curves(history, run.learning_curves)
+    logits_fn = load_logits_fn(run.model)
+    fitted = _calibrate(logits_fn, cfg, run, source)
     images, labels = pipeline.dataset_arrays(trained.datasets.test)
-    result = metrics.evaluate_proba_fn(load_proba_fn(run.model), images, labels)
+    logits = metrics.in_batches(logits_fn, images)
+    result = metrics.evaluate_probabilities(calibration.softmax(logits, fitted.temperature), labels)
     recorded = {
         **_scores_and_times(result, history, trained),
+        "calibration": {
+            "temperature": fitted.temperature,
+            "fitted_on": fitted.fitted_on,
+            "held_out": fitted.held_out,
+            "examples": fitted.examples,
+            "test_ece_before": metrics.expected_calibration_error(calibration.softmax(logits), labels),
+            "test_ece_after": result.calibration_error(),
+        },
         **fit.environment(trained.cfg, trained.strategy, role),
         "mixed_precision": trained.precision,
         "settings": tuning,
@@ -76,6 +96,16 @@ def _evaluate_and_record(
     write_json(run.metrics, recorded, "the run's metrics")
     shutil.rmtree(run.backup, ignore_errors=True)  # Finished: nothing to resume.
     return recorded
+
+
+def _calibrate(logits_fn: LogitsFn, cfg: Config, run: RunDir, source: sources.Source) -> calibration.Calibration:
+    """Fits the temperature on held-out images (`sources.calibration_split`) and writes calibration.json,
+    before metrics.json, so a finished run always has it."""
+    split, held_out = sources.calibration_split(cfg, sources.train_size(source))
+    images, labels = pipeline.arrays(split, source)
+    fitted = calibration.calibrate(metrics.in_batches(logits_fn, images), labels, f"{source.name} {split}", held_out)
+    calibration.write(run.calibration, fitted)
+    return fitted
 
 
 def _scores_and_times(

@@ -2,13 +2,17 @@
 
 It draws a real MNIST test digit on the canvas with pointer events, uploads,
 drops and pastes image files, checks the digits the page shows, and saves a
-screenshot of the page to docs/serve_page.png. Skipped only where Chromium is not installed.
+screenshot of the page to docs/serve_page.png. It draws ambiguous pictures (two
+test digits over each other) until one is read below the sure probability, checks
+that the page says "Not sure", and saves that page to docs/serve_page_not_sure.png.
+Skipped only where Chromium is not installed.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +22,7 @@ import numpy as np
 import pytest
 from helpers import REPO, png_bytes
 
+from mnist_tf.core.types import SURE
 from mnist_tf.serve.process import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -27,6 +32,9 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 SCREENSHOT = REPO / "docs" / "serve_page.png"
+
+
+NOT_SURE_SCREENSHOT = REPO / "docs" / "serve_page_not_sure.png"
 
 
 PAD = 280  # the canvas' size in CSS pixels: 10 per MNIST pixel
@@ -204,9 +212,16 @@ def _serving_bytes(version: Path):
 
 def serving_bytes_class(version: Path, data: bytes) -> int:
     """The class the SavedModel itself gives these bytes, called in this process."""
+    return serving_bytes_answer(version, data)[0]
+
+
+def serving_bytes_answer(version: Path, data: bytes) -> tuple[int, float]:
+    """The class the SavedModel itself gives these bytes and its (calibrated) probability, called in this process."""
     import tensorflow as tf
 
-    return int(_serving_bytes(version)(image_bytes=tf.constant([data]))["class_id"].numpy()[0])
+    outputs = _serving_bytes(version)(image_bytes=tf.constant([data]))
+    class_id = int(outputs["class_id"].numpy()[0])
+    return class_id, float(outputs["probabilities"].numpy()[0].max())
 
 
 def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
@@ -219,16 +234,17 @@ def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
     assert browser.find_element(By.ID, "digit").text == "?"
 
-    # Upload: a test digit's PNG, which the model itself reads correctly, is shown as that digit.
-    upload = next(
-        i
-        for i in range(len(labels))
-        if labels[i] != 3 and serving_bytes_class(version, png_bytes(images[i])) == labels[i]
-    )
+    # Upload: a test digit's PNG, which the model itself reads correctly and surely, is shown as that digit.
+    def read_surely(i: int) -> bool:
+        class_id, probability = serving_bytes_answer(version, png_bytes(images[i]))
+        return class_id == labels[i] and probability >= SURE
+
+    upload = next(i for i in range(len(labels)) if labels[i] != 3 and read_surely(i))
     path = tmp_path / "digit.png"
     path.write_bytes(png_bytes(images[upload]))
     browser.find_element(By.ID, "file").send_keys(str(path))
     assert shown(browser) == str(labels[upload])
+    assert browser.find_element(By.ID, "confidence").text.endswith(f"sure it is a {labels[upload]}.")
 
     # Drop, then paste: dark ink on light paper this time, read as the same digit by the model's preprocessing.
     for how in ("drop", "paste"):
@@ -272,3 +288,39 @@ def test_draw_upload_and_screenshot(browser, served, digits, tmp_path):
     browser.execute_script("document.activeElement.blur()")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
+
+
+# Pairs of digits that look alike in parts: drawn over each other, a fair test of a model's doubt.
+LOOKALIKES = [(4, 9), (3, 8), (1, 7), (5, 6), (3, 5), (7, 9), (0, 6), (2, 7), (5, 8), (4, 1)]
+
+
+def test_an_ambiguous_drawing_is_shown_as_not_sure(browser, served, digits):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    server, version = served
+    images, labels = digits
+    browser.get(server.url + "/")
+    pad = browser.find_element(By.ID, "pad")
+    for a, b in LOOKALIKES:
+        pad.send_keys(Keys.ESCAPE)
+        overlay = np.maximum(images[np.flatnonzero(labels == a)[0]], images[np.flatnonzero(labels == b)[0]])
+        draw(browser, overlay)
+        digit = shown(browser)
+        # What the page sent: the pad as a PNG; the SavedModel's own answer to it, in this process.
+        data_url = browser.execute_script("return document.getElementById('pad').toDataURL('image/png')")
+        sent = base64.b64decode(data_url.split(",")[1])
+        class_id, probability = serving_bytes_answer(version, sent)
+        assert digit == str(class_id)
+        text = browser.find_element(By.ID, "confidence").text
+        if probability >= SURE:
+            assert text.endswith(f"% sure it is a {class_id}.") and "Not sure" not in text, text
+            continue
+        match = re.fullmatch(r"Not sure: perhaps a (\S+) \(([0-9.]+)%\)\.", text)
+        assert match, text
+        assert match.group(1) == str(class_id) and abs(float(match.group(2)) - 100 * probability) < 0.051
+        break
+    else:
+        pytest.fail(f"none of the {len(LOOKALIKES)} overlaid pairs was read below {SURE:.0%}")
+    browser.execute_script("document.activeElement.blur()")
+    assert browser.save_screenshot(str(NOT_SURE_SCREENSHOT))

@@ -78,7 +78,7 @@ def test_saved_model_layout(exported, trained_run):
     assert exported.saved == exported.out / "saved_model" / "mnist" / "1"
     extra = exported.saved / "assets.extra"
     assert (extra / "labels.txt").read_text().split() == [str(d) for d in range(10)]
-    for name in ("config.json", "metrics.json"):
+    for name in ("config.json", "metrics.json", "calibration.json"):
         assert json.loads((extra / name).read_text()) == json.loads((trained_run / name).read_text())
     config = text_format.Parse(
         (exported.out / "saved_model" / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
@@ -116,14 +116,18 @@ def test_signatures_have_the_documented_names_dtypes_and_shapes(loaded):
 
 
 @pytest.mark.slow
-def test_serving_default_matches_keras_probabilities(loaded, test_arrays, reference):
+def test_serving_default_matches_keras_probabilities(loaded, test_arrays, reference, trained_run):
     import tensorflow as tf
+
+    from mnist_tf.inference.loading import temperature_of
 
     images = test_arrays[0][:1000]
     out = loaded.signatures["serving_default"](image=tf.constant(images))
     np.testing.assert_allclose(out["probabilities"].numpy(), reference.probabilities[:1000], atol=1e-5)
     np.testing.assert_array_equal(out["class_id"].numpy(), reference.predictions[:1000])
-    np.testing.assert_allclose(tf.nn.softmax(out["logits"]).numpy(), out["probabilities"].numpy(), atol=1e-6)
+    # The probabilities are calibrated with the run's temperature; the logits are the network's own.
+    calibrated = tf.nn.softmax(out["logits"] / temperature_of(trained_run)).numpy()
+    np.testing.assert_allclose(calibrated, out["probabilities"].numpy(), atol=1e-6)
 
 
 @pytest.mark.slow

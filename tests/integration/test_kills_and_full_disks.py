@@ -81,16 +81,28 @@ def test_a_full_disk_and_kills_at_each_training_write_leave_a_run_that_resumes_a
     assert hidden(run_dir) == [".lock"]  # the rerun cleared the earlier run's temporary
     assert (run_dir / "model.keras").is_file()  # saved again from the resumed state
 
-    # Killed mid-write of metrics.json, after training and evaluation.
-    assert killed(result := run_child(args, fault="metrics.json:kill")), result.stderr[-2000:]
+    # Killed mid-write of calibration.json, after training: no half file, and the run is not finished.
+    assert killed(result := run_child(args, fault="calibration.json:kill")), result.stderr[-2000:]
     assert "after epoch 1" in result.stderr and latest_state(backup)[1] == 2
+    assert not (run_dir / "calibration.json").exists() and not (run_dir / "metrics.json").exists()
+    assert len(list(run_dir.glob(".calibration.*.tmp.json"))) == 1  # the half-written temporary, hidden
+
+    # Killed mid-write of metrics.json, after calibration and evaluation: calibration.json is whole.
+    assert killed(result := run_child(args, fault="metrics.json:kill")), result.stderr[-2000:]
+    assert "after epoch 2" in result.stderr and latest_state(backup)[1] == 2
     assert not (run_dir / "metrics.json").exists() and load_keras(run_dir / "model.keras")
+    assert json.loads((run_dir / "calibration.json").read_text())["temperature"] > 0
+    assert not list(run_dir.glob(".calibration.*"))  # the earlier temporary was cleared
 
     result = run_child(args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "after epoch 2" in result.stderr and "Epoch 1/2" not in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["resumed_after_epoch"] == 2 and metrics["test_accuracy"] > 0.93
+    # A resumed run ends calibrated too: the temperature in metrics.json is the one in calibration.json.
+    assert (
+        metrics["calibration"]["temperature"] == json.loads((run_dir / "calibration.json").read_text())["temperature"]
+    )
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 2
     assert not backup.exists() and hidden(run_dir) == [".lock"]
 

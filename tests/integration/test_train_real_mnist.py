@@ -88,6 +88,11 @@ def test_training_without_a_validation_split_finishes_and_reports(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["validation_examples"] == 0 and metrics["test"]["examples"] == 10000
+    # Calibrated on training images this run did not use (it used the first 1,000): held out after all.
+    fitted = json.loads((run_dir / "calibration.json").read_text())
+    assert (fitted["fitted_on"], fitted["held_out"], fitted["examples"]) == ("mnist train[55000:]", True, 5000)
+    assert metrics["calibration"]["temperature"] == fitted["temperature"]
+    assert f"calibration: temperature {fitted['temperature']:.2f} on 5,000 held-out images" in result.stdout
     # Keras writes val_* columns of "NA" without validation data; they are left out, not a crash.
     history = read_history(run_dir / "history.csv")
     assert set(history) == {"accuracy", "loss"}

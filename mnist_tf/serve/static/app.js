@@ -5,6 +5,9 @@
 const API = "/v1/models/mnist";
 const BRUSH = 22; // pixels on the 280-pixel pad: MNIST's 2-3 pixel strokes at 28x28
 const STEP = 10; // pixels per arrow key
+// Below this (calibrated) top probability the answer is shown as "Not sure": such answers are wrong more
+// than one time in ten. The same threshold as mnist-tf predict's (mnist_tf.core.types.SURE).
+const SURE = 0.9;
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
@@ -157,11 +160,15 @@ function showAnswer(row) {
   const top = row && !blank ? row.class_id : -1;
   // A model trained on another data set answers with its class's name too (the `class_name` output).
   const name = top >= 0 && row.class_name ? row.class_name : String(top);
+  const percent = top >= 0 ? `${(probabilities[top] * 100).toFixed(1)}%` : "";
+  const unsure = top >= 0 && probabilities[top] < SURE;
   digitOut.textContent = top >= 0 ? name : row ? "–" : "?";
   digitOut.classList.toggle("none", top < 0);
+  digitOut.classList.toggle("unsure", unsure);
   if (!row) confidence.textContent = "Draw a digit to see what the model reads.";
   else if (blank) confidence.textContent = "No digit found: draw one larger or with more ink.";
-  else confidence.textContent = `${(probabilities[top] * 100).toFixed(1)}% sure it is a ${name}.`;
+  else if (unsure) confidence.textContent = `Not sure: perhaps a ${name} (${percent}).`;
+  else confidence.textContent = `${percent} sure it is a ${name}.`;
   bars.replaceChildren(
     ...probabilities.map((p, d) => {
       const item = document.createElement("li");

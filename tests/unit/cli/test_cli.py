@@ -32,11 +32,12 @@ def finished_run(tmp_path, mock_mnist):
     run_dir = tmp_path / "run"
     result = run("train", *QUICK, "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
+    (tmp_path / "train-output.txt").write_text(result.output)  # beside the run, for the tests that read it
     return run_dir
 
 
 def test_train_writes_every_artefact(finished_run):
-    for name in ("model.keras", "metrics.json", "config.json", "history.csv"):
+    for name in ("model.keras", "calibration.json", "metrics.json", "config.json", "history.csv"):
         assert (finished_run / name).is_file(), name
     assert any((finished_run / "logs").rglob("events.out.tfevents.*"))
     assert is_png(finished_run / "learning_curves.png")
@@ -46,6 +47,41 @@ def test_train_writes_every_artefact(finished_run):
     assert metrics["config"]["epochs"] == 2 and metrics["config"]["batch_size"] == 16
     assert len((finished_run / "history.csv").read_text().splitlines()) == 1 + 2
     assert not (finished_run / "backup").exists()  # a finished run keeps no resume state
+
+
+def test_train_calibrates_and_says_so_in_one_line(finished_run):
+    from mnist_tf.evaluation import calibration
+    from mnist_tf.inference.loading import load_logits_fn, load_proba_fn
+
+    fitted = json.loads((finished_run / "calibration.json").read_text())
+    # The `fast` preset holds no validation split and trains on every image: the last ones, trained on.
+    assert fitted["fitted_on"] == "mnist train[55000:]" and fitted["held_out"] is False
+    assert fitted["examples"] == 48  # mock data: every split has 48 images
+    assert fitted["nll_after"] <= fitted["nll_before"] + 1e-12
+    recorded = json.loads((finished_run / "metrics.json").read_text())["calibration"]
+    assert recorded["temperature"] == fitted["temperature"] and recorded["held_out"] is False
+    line = next(x for x in (finished_run.parent / "train-output.txt").read_text().splitlines() if "calibration" in x)
+    assert line == (
+        f"calibration: temperature {fitted['temperature']:.2f} on 48 training images (none held out); "
+        f"test expected calibration error {recorded['test_ece_before']:.1%} -> {recorded['test_ece_after']:.1%}"
+    )
+    # The run's model answers with the calibrated probabilities: those of its logits divided by T.
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
+    logits = np.asarray(load_logits_fn(finished_run)(images))
+    np.testing.assert_allclose(
+        load_proba_fn(finished_run)(images), calibration.softmax(logits, fitted["temperature"]), atol=1e-5
+    )
+
+
+def test_evaluate_records_the_temperature_of_the_model(finished_run, mock_mnist, tmp_path):
+    out = tmp_path / "report"
+    (finished_run / "calibration.json").write_text(json.dumps({"temperature": 0.5}))
+    result = run("evaluate", "--model", finished_run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["temperature"] == 0.5
+    assert "temperature 0.5)" in result.output
+    (finished_run / "calibration.json").write_text('{"temperature": "hot"}')
+    assert_one_line_error(run("evaluate", "--model", finished_run, "--out", out), "calibration.json", "temperature")
 
 
 def test_finished_run_is_never_overwritten_without_the_flag(finished_run, mock_mnist):

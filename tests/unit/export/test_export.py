@@ -205,3 +205,45 @@ def test_a_tflite_model_carries_its_class_names_in_its_metadata(tiny_saved_model
     plain = tmp_path / "plain.tflite"
     plain.write_bytes(converted)
     assert class_names_of(plain) is None
+
+
+def test_a_model_without_calibration_json_gives_the_plain_softmax_in_every_format(tiny_keras, tiny_saved_model):
+    import tensorflow as tf
+
+    from mnist_tf.inference.loading import load_logits_fn, load_proba_fn, temperature_of
+
+    images = np.stack([np.full((28, 28, 1), v, np.uint8) for v in (0, 90, 255)])
+    assert temperature_of(tiny_keras) == 1.0 and temperature_of(tiny_saved_model) == 1.0
+    plain = tf.nn.softmax(load_logits_fn(tiny_keras)(images)).numpy()
+    np.testing.assert_allclose(load_proba_fn(tiny_keras)(images), plain, atol=1e-6)
+    outputs = tf.saved_model.load(str(tiny_saved_model)).signatures["serving_default"](image=tf.constant(images))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), tf.nn.softmax(outputs["logits"]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), plain, atol=1e-5)
+
+
+def test_a_calibrated_keras_model_and_its_saved_model_divide_the_logits_by_the_temperature(tiny_keras, tmp_path):
+    import json
+    import shutil
+
+    import tensorflow as tf
+
+    from mnist_tf.export.saved_model import export_saved_model
+    from mnist_tf.inference.loading import load_logits_fn, load_proba_fn, temperature_of
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(tiny_keras, run / "model.keras")
+    (run / "calibration.json").write_text(json.dumps({"temperature": 0.25, "held_out": True, "later_field": 1}))
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), np.uint8)
+    logits = load_logits_fn(run)(images).numpy()
+    expected = tf.nn.softmax(logits / 0.25).numpy()
+    assert np.abs(expected - tf.nn.softmax(logits).numpy()).max() > 1e-3  # the temperature shows
+    np.testing.assert_allclose(load_proba_fn(run)(images), expected, atol=1e-6)
+    version = export_saved_model(run / "model.keras", tmp_path / "out", images[:1])
+    assert json.loads((version / "assets.extra" / "calibration.json").read_text())["later_field"] == 1
+    (run / "calibration.json").unlink()  # the SavedModel holds the temperature in its graph, not the file
+    assert temperature_of(version) == 0.25 and temperature_of(run) == 1.0
+    outputs = tf.saved_model.load(str(version)).signatures["serving_default"](image=tf.constant(images))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(outputs["logits"].numpy(), logits, atol=1e-5)  # the logits are not scaled
+    np.testing.assert_array_equal(outputs["class_id"].numpy(), logits.argmax(1))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import big_black_png
+from helpers import REPO, big_black_png
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -256,7 +256,7 @@ def test_predict_cli_on_odd_images_predicts_or_fails_in_one_line(tiny_keras, tmp
     assert "Traceback" not in result.output and "Warning" not in result.output, result.output
     if error is None:
         assert result.exit_code == 0, result.output
-        assert re.fullmatch(rf"{re.escape(str(path))}: \d \(\d+\.\d%\)\n", result.stdout), result.stdout
+        assert re.fullmatch(rf"{re.escape(str(path))}: \d \(\d+\.\d%(, not sure)?\)\n", result.stdout), result.stdout
         assert result.stderr == ""
     else:
         assert result.exit_code == 1, result.output
@@ -341,4 +341,25 @@ def test_a_prediction_names_its_class_from_any_answer(tmp_path):
     files = predict_files(
         lambda images: np.array([[0.2, 0.7, 0.1]] * len(images)), [tmp_path / "one.png"], class_names="abc"
     )
-    assert (files[0].digit, files[0].class_name, str(files[0])) == (1, "b", f"{tmp_path / 'one.png'}: b (70.0%)")
+    expected = (1, "b", f"{tmp_path / 'one.png'}: b (70.0%, not sure)")
+    assert (files[0].digit, files[0].class_name, str(files[0])) == expected
+
+
+def test_an_answer_below_the_sure_probability_is_flagged_not_sure_in_text_and_json():
+    from mnist_tf.core.types import SURE, Prediction
+
+    below, at = Prediction("a.png", 9, SURE - 0.001), Prediction("b.png", 4, SURE)
+    assert str(below) == f"a.png: 9 ({SURE - 0.001:.1%}, not sure)" and below.to_dict()["sure"] is False
+    assert str(at) == f"b.png: 4 ({SURE:.1%})" and at.to_dict()["sure"] is True
+    failed = Prediction("c.png", error="no digit found")
+    assert "sure" not in failed.to_dict() and "sure" not in str(failed)
+
+
+def test_the_page_and_the_help_flag_not_sure_below_the_same_probability_as_predict():
+    from mnist_tf.cli import main
+    from mnist_tf.core.types import SURE
+
+    script = (REPO / "mnist_tf" / "serve" / "static" / "app.js").read_text()
+    assert re.search(r"^const SURE = ([0-9.]+);", script, re.MULTILINE).group(1) == repr(SURE)
+    help_text = " ".join(CliRunner().invoke(main, ["predict", "--help"]).output.split())
+    assert f"Below {SURE:.0%} the line says" in help_text

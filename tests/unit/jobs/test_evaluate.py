@@ -26,6 +26,7 @@ def test_evaluate_model_writes_its_report_beside_the_model_by_default(tiny_keras
     assert written["accuracy"] == report.evaluation.accuracy and report.person_made is None
     assert len(written["reliability"]) == 15 and sum(b["count"] for b in written["reliability"]) == 48
     assert 0 <= written["expected_calibration_error"] <= 1
+    assert written["temperature"] == report.temperature == 1.0  # no calibration.json: the plain softmax
 
 
 def test_expected_calibration_error_is_the_weighted_gap_between_confidence_and_accuracy():
