@@ -15,7 +15,7 @@ from helpers import REPO
 
 # Every line a run may print: the project's own, TFDS's two preparation lines, Keras' epoch lines.
 OWN_LINES = re.compile(
-    r"^(mnist-tf \d|config: |settings: |threads: |mixed precision: |Downloading and preparing dataset |"
+    r"^(mnist-tf \d|config: |settings: |threads: |mixed precision: |calibration: |Downloading and preparing dataset |"
     r"Dataset mnist downloaded and prepared |Epoch \d+/\d+$|\d+/\d+ - |test accuracy |wrote )"
 )
 # Every line an export with TFLite may print: what it wrote, and the TFLite report's table.
