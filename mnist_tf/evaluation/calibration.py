@@ -125,21 +125,35 @@ def read(path: Path) -> dict[str, Any] | None:
     A file that is not JSON, or whose temperature is not a positive number, is refused in one line."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"cannot read the calibration {path} ({type(e).__name__}): delete it to use the model's plain "
-            "probabilities, or train the run again"
-        ) from None
+    except OSError as e:
+        raise _unreadable(path, e) from None
+    return parse(text, path)
+
+
+def parse(text: str | bytes, source: Path | str) -> dict[str, Any]:
+    """A calibration.json's content (from a file or a TFLite model's metadata, `source`) as a dict, checked as
+    `read` checks it."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise _unreadable(source, e) from None
     temperature = data.get("temperature") if isinstance(data, dict) else None
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise UserError(
-            f"the calibration {path} has no positive temperature (found {temperature!r}): delete it to use the "
+            f"the calibration {source} has no positive temperature (found {temperature!r}): delete it to use the "
             "model's plain probabilities, or train the run again"
         )
     return data
+
+
+def _unreadable(source: Path | str, e: Exception) -> UserError:
+    return UserError(
+        f"cannot read the calibration {source} ({type(e).__name__}): delete it to use the model's plain "
+        "probabilities, or train the run again"
+    )
 
 
 def temperature(path: Path) -> float:

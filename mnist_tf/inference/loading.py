@@ -187,7 +187,7 @@ def temperature_of(path: str | Path) -> float:
     path = resolve_model_path(path)
     if path.suffix == ".tflite":
         data = tflite_metadata(path, TFLITE_CALIBRATION)
-        return float(json.loads(data)["temperature"]) if data is not None else 1.0
+        return float(calibration.parse(data, f"in {path}")["temperature"]) if data is not None else 1.0
     return calibration.temperature(calibration_file(path))
 
 
