@@ -37,11 +37,15 @@ train: install
 benchmark: install
 	$(BIN)/mnist-tf benchmark --out runs/benchmark $(MANUAL_FLAG)
 
+# Tests run in one process per core, at most 4 (TEST_WORKERS=1: one process); a test file stays in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Lint, formatting and the package's layers, as CI checks them (settings: pyproject.toml).
 lint: install

@@ -10,6 +10,8 @@ test runs reuse.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -25,6 +27,17 @@ os.environ.setdefault("MNIST_TF_CACHE_DIR", str(REPO / ".cache" / "mnist-tf"))
 # The runtime settings probe (training.tuning) times every new network in child processes; tests train many
 # small networks, so they keep the defaults, except the tests of the probe itself.
 os.environ.setdefault("MNIST_TF_TUNE", "off")
+
+
+def pytest_collection_modifyitems(items):
+    """Files with `long` tests first, then files with `slow` ones, then the rest, each group in its usual
+    order: `make test`'s workers take whole files in this order, so no long file starts last and runs alone."""
+    rank = {}
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        group = 0 if "long" in marks else 1 if "slow" in marks else 2
+        rank[item.path] = min(rank.get(item.path, 2), group)
+    items.sort(key=lambda item: rank[item.path])  # stable: within a group, collection order
 
 
 def archives_present() -> bool:
@@ -53,6 +66,31 @@ def choose_real_source(archives: Path = ARCHIVES, data_dir: Path = TEST_DATA_DIR
     )
 
 
+@contextlib.contextmanager
+def one_at_a_time(lock_file: Path):
+    """Holds an exclusive lock on `lock_file` (created if missing): test processes running side by side
+    (`make test` runs pytest-xdist workers) take turns."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder `build(folder)` fills once per test session: the first worker to ask builds it while the
+    others wait, then all of them use it (with one process, the session's own temporary folder)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the session's workers
+    folder, done = root / name, root / f"{name}.built"
+    with one_at_a_time(root / f"{name}.lock"):
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def real_source():
     """A `Source` for real MNIST, prepared once per machine (from the archives, or downloaded)."""
@@ -61,7 +99,8 @@ def real_source():
         pytest.skip(why_not)
     from mnist_tf.data.sources import load_split
 
-    load_split("test", source)  # Prepares every split now, so CLI subprocesses find it prepared.
+    with one_at_a_time(TEST_DATA_DIR.parent / "tfds.lock"):
+        load_split("test", source)  # Prepares every split now, so CLI subprocesses find it prepared.
     return source
 
 
@@ -92,9 +131,8 @@ def trained_run(tmp_path_factory, real_source):
     from mnist_tf import config
     from mnist_tf.jobs.train import train_and_evaluate
 
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    train_and_evaluate(config.FAST, run_dir, real_source)
-    return run_dir
+    folder = built_once(tmp_path_factory, "trained", lambda f: train_and_evaluate(config.FAST, f / "run", real_source))
+    return folder / "run"
 
 
 @pytest.fixture(scope="session")

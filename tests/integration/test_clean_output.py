@@ -48,6 +48,7 @@ def strangers(done: subprocess.CompletedProcess, own: re.Pattern) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.skipif(not archives_present(), reason=f"real MNIST archives not found in {ARCHIVES}")
 def test_a_first_run_and_its_export_print_only_their_own_lines(tmp_path):
     done = train(tmp_path)

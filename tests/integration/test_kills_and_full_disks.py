@@ -166,6 +166,7 @@ def test_a_full_disk_while_preparing_mnist_is_one_line_and_the_rerun_prepares_it
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_full_disk_and_kills_at_each_export_write_leave_no_partial_version_or_file(tmp_path, real_source, tiny_keras):
     import tensorflow as tf
 

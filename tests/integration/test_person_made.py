@@ -32,6 +32,7 @@ def quick_run(tmp_path_factory, real_source):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_quick_model_reads_95_percent_of_every_person_made_set_both_ways(quick_run, tmp_path):
     run_dir, data = quick_run
     out = tmp_path / "report"
