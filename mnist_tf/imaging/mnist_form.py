@@ -17,14 +17,19 @@ page with grey paper and uneven light, a thick marker, a transparent canvas.
        surface fitted to the background pixels are subtracted (shadows, uneven light,
        grey paper);
     5. lines: thin straight lines that run across the picture (ruled and squared
-       paper, a margin) are found by shape and taken away where they are thin;
+       paper, a margin) are found by shape and taken away where they are thin,
+       no more than their own strength (a darker stroke along a line stays);
     6. ink: an Otsu threshold (no lower than the noise allows) marks the ink;
        strokes keep their anti-aliased edges (a soft ramp below the threshold);
     7. specks and frames: solid bands along the picture's edges (a table or the
        dark border of a photographed page), solid regions holding a corner (the
        table around a tilted page), regions lying along an edge, and ink regions
-       lighter than a tenth of the heaviest (half, on the edge) are dropped;
-    8. fit: the ink's bounding box is scaled so its longer side is 20 pixels and
+       lighter than a tenth of the heaviest (half, on the edge) are dropped, and so
+       are regions far from the heaviest (more than half its size away);
+    8. tilt: a page photographed at a tilt, the table showing at three or four of
+       the picture's corners, is turned back upright by the angle the table's
+       corner triangles give;
+    9. fit: the ink's bounding box is scaled so its longer side is 20 pixels and
        placed in 28x28 with its centre of mass at MNIST's.
 
 A picture with no ink (blank, uniform, or too little contrast) gives an all-black
@@ -67,10 +72,14 @@ WORK_SIDE = 512  # The picture is analysed at most this large: enough for a 20x2
 GRID_SIDE = 48  # Connected regions are found on a grid at most this large.
 MIN_CONTRAST = 0.15  # Ink must stand this far above the paper (0..1 scale), else the picture is blank.
 MIN_REGION = 0.1  # Ink regions below this fraction of the largest are specks.
+NEAR_MASS = 0.5  # Ink regions farther than this share of the heaviest's longer side from it are specks.
 EDGE_REGION = 0.5  # Ink regions that touch the picture's edge are specks below this fraction of the largest.
 SHADING = 0.4  # Bright structures wider than this share of the shorter side are light and shade, not ink.
 LINE_GRID = 128  # Ruled and grid lines are found on a grid at most this large.
 LINE_SPAN = 0.85  # A straight run of ink this share of the picture's width (height) long is a ruled line.
+TILT_RANGE = (0.05, 0.6)  # A page's tilt is turned back when its tangent lies in this range (3 to 31 degrees).
+TILT_AGREE = 0.06  # The table's corners must agree on the tangent this closely (about 3.5 degrees).
+LINE_MARGIN = 1.2  # A line takes away at most this many times its own strength: a darker stroke along it stays.
 NO_DIGIT = "no digit found (blank, or too little contrast): pass a picture of one digit"
 
 
@@ -212,7 +221,12 @@ def _lines_taken(ink, near, along):
     # Gaps as wide as a line (where another line crosses it) are bridged first, then taken back.
     bridged = window(window(thin, thickest + 2, along, tf.maximum, -1e9), thickest + 2, along, tf.minimum, 1e9)
     line = tf.minimum(thin, window(window(bridged, run, along, tf.minimum, 1e9), run, along, tf.maximum, -1e9))
-    return ink - near * line
+    # A line is as strong as its own ink, no stronger: where a pen's darker stroke runs along it, what the stroke
+    # adds beyond the line's strength (the 90th percentile of what was taken where lines are) stays.
+    taken = tf.reshape(tf.where(near > 0, line, 0.0), [-1])
+    share = tf.reduce_mean(tf.cast(taken > 0.02, tf.float32))
+    strength = percentiles(histogram(taken), [1.0 - 0.1 * share])[0]
+    return ink - near * tf.minimum(line, LINE_MARGIN * strength + 1.0 / 64)
 
 
 def _cut(ink):
@@ -284,7 +298,89 @@ def _keep_mask(mask, mass):
     # as the heaviest region to count; elsewhere, a tenth.
     share = tf.where(edge_cells > 0, EDGE_REGION, MIN_REGION)
     wanted = (weight > 0) & (weight >= share * tf.reduce_max(weight))
-    return tf.gather(wanted, labels)
+    # A digit's parts lie close together: a region that keeps its distance from the heaviest (what is left of a
+    # ruled or grid line across the page, a speck of the table) by more than NEAR_MASS of that region's longer
+    # side is not part of it.
+    top, bottom = tf.math.unsorted_segment_min(rows, flat, count), tf.math.unsorted_segment_max(rows, flat, count)
+    left, right = tf.math.unsorted_segment_min(cols, flat, count), tf.math.unsorted_segment_max(cols, flat, count)
+    main = tf.argmax(weight, output_type=tf.int32)
+    margin = tf.cast(tf.math.ceil(NEAR_MASS * tf.cast(tf.maximum(height[main], width[main]), tf.float32)), tf.int32)
+    near = (
+        (bottom >= top[main] - margin)
+        & (top <= bottom[main] + margin)
+        & (right >= left[main] - margin)
+        & (left <= right[main] + margin)
+    )
+    return tf.gather(wanted & near, labels)
+
+
+def _page_tilt(mask):
+    """The tilt of a photographed page whose corners show the table, from the table's triangles: (cos, sin) of the
+    angle that turns the page back upright, and whether the page is tilted at all.
+
+    At each corner of the picture the table is a right triangle whose hypotenuse is the page's edge; its legs
+    along the picture's two edges give the tilt's tangent (the shorter over the longer) and, by which is the
+    longer, its direction. The page counts as tilted when at least three corners hold such a triangle, they agree
+    on the direction and on the tangent (within TILT_AGREE), and the tilt is between TILT_RANGE's bounds.
+    """
+    tf = _tf()
+    h, w = tf.shape(mask)[0], tf.shape(mask)[1]
+
+    def run(line):  # how many pixels from the start of `line` on are ink, without a gap
+        gaps = tf.cast(tf.logical_not(line), tf.int32)
+        return tf.where(tf.reduce_max(gaps) > 0, tf.cast(tf.argmax(gaps), tf.int32), tf.size(line))
+
+    top, bottom, left, right = mask[0, :], mask[h - 1, :], mask[:, 0], mask[:, w - 1]
+    # (along the row from the corner, along the column from the corner, the direction a longer row leg means)
+    corners = [
+        (run(top), run(left), 1.0),
+        (run(tf.reverse(top, [0])), run(right), -1.0),
+        (run(bottom), run(tf.reverse(left, [0])), -1.0),
+        (run(tf.reverse(bottom, [0])), run(tf.reverse(right, [0])), 1.0),
+    ]
+    tangents, valid = [], []
+    for across, down, direction in corners:
+        across, down = tf.cast(across, tf.float32), tf.cast(down, tf.float32)
+        longer, shorter = tf.maximum(across, down), tf.minimum(across, down)
+        tangent = shorter / tf.maximum(longer, 1.0)
+        sign = tf.where(across > down, direction, -direction)
+        tangents.append(sign * tangent)
+        valid.append(
+            (shorter >= 3.0)
+            & (longer < 0.9 * tf.cast(tf.minimum(h, w), tf.float32))
+            & (tangent >= TILT_RANGE[0])
+            & (tangent <= TILT_RANGE[1])
+        )
+    tangents, valid = tf.stack(tangents), tf.cast(tf.stack(valid), tf.float32)
+    count = tf.reduce_sum(valid)
+    mean = tf.reduce_sum(tangents * valid) / tf.maximum(count, 1.0)
+    spread = tf.reduce_max(tf.abs(tangents - mean) * valid)
+    tilted = (count >= 3.0) & (spread <= TILT_AGREE)
+    cos = 1.0 / tf.sqrt(1.0 + mean * mean)
+    return cos, mean * cos, tilted
+
+
+def _turned(ink, cos, sin):
+    """`ink` [h,w] turned about its centre by the angle of (`cos`, `sin`), bilinear; what comes from outside is 0.
+    A gather of computed positions: TFLite has no built-in affine transform."""
+    tf = _tf()
+    size = tf.shape(ink)
+    h, w = size[0], size[1]
+    cy, cx = (tf.cast(h, tf.float32) - 1.0) / 2.0, (tf.cast(w, tf.float32) - 1.0) / 2.0
+    dy = tf.cast(tf.range(h), tf.float32)[:, None] - cy
+    dx = tf.cast(tf.range(w), tf.float32)[None, :] - cx
+    y = cy + cos * dy - sin * dx
+    x = cx + sin * dy + cos * dx
+    y0, x0 = tf.floor(y), tf.floor(x)
+    fy, fx = y - y0, x - x0
+    flat = tf.reshape(ink, [-1])
+    turned = tf.zeros_like(ink)
+    for oy, ox, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yi, xi = tf.cast(y0, tf.int32) + oy, tf.cast(x0, tf.int32) + ox
+        inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+        index = tf.clip_by_value(yi, 0, h - 1) * w + tf.clip_by_value(xi, 0, w - 1)
+        turned += tf.where(inside, tf.gather(flat, index) * weight, 0.0)
+    return turned
 
 
 def _ink(pixels):
@@ -311,6 +407,9 @@ def _ink(pixels):
     full = percentiles(histogram(tf.reshape(tf.where(mask, ink, 0.0), [-1])), [1.0 - 0.1 * share])[0]
     soft = tf.clip_by_value((ink - 0.5 * cut) / tf.maximum(full - 0.5 * cut, 1e-3), 0.0, 1.0)
     soft = soft * keep * (1.0 - tf.cast(edges, tf.float32))
+    # A page photographed at a tilt (the table at its corners) is turned back: its digit was written upright on it.
+    cos, sin, tilted = _page_tilt(mask)
+    soft = tf.cond(tilted, lambda: _turned(soft, cos, sin), lambda: soft)
     return soft, has_ink & (tf.reduce_max(soft) > 0.0)
 
 
