@@ -133,7 +133,12 @@ def step_seconds(cfg: Config, datasets: Datasets, strategy: tf.distribute.Strate
         model = compile_model(build_model(cfg), cfg, steps_per_epoch, strategy.num_replicas_in_sync)
     timer = _StepTimer()
     model.fit(
-        datasets.train.repeat(), epochs=1, steps_per_epoch=WARMUP_STEPS + TIMED_STEPS, callbacks=[timer], verbose=0
+        datasets.train.repeat(),
+        epochs=1,
+        steps_per_epoch=WARMUP_STEPS + TIMED_STEPS,
+        callbacks=[timer],
+        shuffle=False,  # The tf.data pipeline already shuffles, seeded.
+        verbose=0,
     )
     del model
     gaps = [b - a for a, b in zip(timer.ends, timer.ends[1:])][WARMUP_STEPS - 1 :]

@@ -15,7 +15,7 @@ from helpers import REPO
 
 # Every line a run may print: the project's own, TFDS's two preparation lines, Keras' epoch lines.
 OWN_LINES = re.compile(
-    r"^(mnist-tf \d|config: |settings: |threads: |mixed precision: |calibration: |Downloading and preparing dataset |"
+    r"^(mnist-tf \d|config: |settings: |threads: |mixed precision: |time budget |calibration: |Downloading and preparing dataset |"
     r"Dataset mnist downloaded and prepared |Epoch \d+/\d+$|\d+/\d+ - |test accuracy |wrote )"
 )
 # Every line an export with TFLite may print: what it wrote, and the TFLite report's table.
@@ -37,9 +37,9 @@ def command(*args):
     )
 
 
-def train(tmp_path, *extra):
+def train(tmp_path, *extra, options=()):
     args = ["train", "--preset", "fast", "--epochs", "1", "--train-examples", "512", "--run-dir", tmp_path / "run"]
-    return command(*extra, *args, "--data-dir", tmp_path / "tfds", "--manual-dir", ARCHIVES)
+    return command(*extra, *args, *options, "--data-dir", tmp_path / "tfds", "--manual-dir", ARCHIVES)
 
 
 def strangers(done: subprocess.CompletedProcess, own: re.Pattern) -> list[str]:
@@ -51,9 +51,10 @@ def strangers(done: subprocess.CompletedProcess, own: re.Pattern) -> list[str]:
 @pytest.mark.long
 @pytest.mark.skipif(not archives_present(), reason=f"real MNIST archives not found in {ARCHIVES}")
 def test_a_first_run_and_its_export_print_only_their_own_lines(tmp_path):
-    done = train(tmp_path)
+    done = train(tmp_path, options=("--time-budget", "10m"))  # as make train: the budget's probe fits too
     assert done.returncode == 0, done.stderr[-3000:]
     assert strangers(done, OWN_LINES) == []
+    assert "time budget 10.0 min: " in done.stderr
     assert "test accuracy " in done.stdout
     # The export converts (int8: the quantizer's "fully_quantize: 0, ..." line) and verifies in LiteRT (its
     # "Created TensorFlow Lite XNNPACK delegate" line): both are left out too.
