@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -136,8 +137,17 @@ async def _load(api: str, address: str, png: bytes, clients: int, seconds: float
 
 def run_load(api: str, address: str, png: bytes, clients: int, seconds: float) -> dict[str, Any]:
     """`clients` concurrent request loops of one PNG each to `serving_bytes` for `seconds`: over REST
-    (`address` the server's URL) or gRPC (`address` host:port)."""
-    return asyncio.run(_load(api, address, png, clients, seconds))
+    (`address` the server's URL) or gRPC (`address` host:port).
+
+    The objects that exist before the load starts (TensorFlow's, in a process that imported it: millions)
+    are frozen out of the garbage collector meanwhile: a full collection over them stalls every client for
+    a few hundred milliseconds, a pause of the load generator's that would count as the server's latency."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return asyncio.run(_load(api, address, png, clients, seconds))
+    finally:
+        gc.unfreeze()
 
 
 def direct_calls(version_dir: Path, png: bytes, seconds: float) -> dict[str, Any]:
