@@ -20,7 +20,9 @@ page with grey paper and uneven light, a thick marker, a transparent canvas.
        paper, a margin) are found by shape and taken away where they are thin,
        no more than their own strength (a darker stroke along a line stays);
     6. ink: an Otsu threshold (no lower than the noise allows) marks the ink;
-       strokes keep their anti-aliased edges (a soft ramp below the threshold);
+       where lines were taken, only what reaches half the strongest stroke is ink,
+       so what they left stays out; strokes keep their anti-aliased edges (a soft
+       ramp below the threshold);
     7. specks and frames: solid bands along the picture's edges (a table or the
        dark border of a photographed page), solid regions holding a corner (the
        table around a tilted page), regions lying along an edge, and ink regions
@@ -79,6 +81,7 @@ LINE_GRID = 128  # Ruled and grid lines are found on a grid at most this large.
 LINE_SPAN = 0.85  # A straight run of ink this share of the picture's width (height) long is a ruled line.
 TILT_RANGE = (0.05, 0.6)  # A page's tilt is turned back when its tangent lies in this range (3 to 31 degrees).
 TILT_AGREE = 0.06  # The table's corners must agree on the tangent this closely (about 3.5 degrees).
+LINE_CUT = 0.5  # Where lines were taken, ink is what reaches this share of the strongest stroke.
 LINE_MARGIN = 1.2  # A line takes away at most this many times its own strength: a darker stroke along it stays.
 NO_DIGIT = "no digit found (blank, or too little contrast): pass a picture of one digit"
 
@@ -390,9 +393,12 @@ def _ink(pixels):
     ink = _flatten_lighting(_without_shading(ink))
     cut, has_ink = _cut(ink)
     ink, lines = _without_lines(ink, ink > 0.5 * cut)
-    # Without lines the ink is unchanged, and so is its cut.
+    # Without lines the ink is unchanged, and so is its cut. With them, what the lines left is faint beside the
+    # pen, and would join the digit and widen its box: ink is what reaches LINE_CUT of the strongest stroke
+    # (the strokes' soft edges still ramp down from the cut, below).
     cut, has_ink = tf.cond(lines, lambda: _cut(ink), lambda: (cut, has_ink))
-    mask = ink > cut
+    strong = tf.cond(lines, lambda: tf.maximum(cut, LINE_CUT * tf.reduce_max(smooth(as_image(ink)))), lambda: cut)
+    mask = ink > strong
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
     # Regions on a coarse grid: a cell holds ink if any pixel in it does (strokes stay connected).
