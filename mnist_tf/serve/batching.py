@@ -5,8 +5,11 @@ to fill: a request that finds a free model thread runs at once, so a lone
 client sees no added latency; under load, the requests that queued while both
 threads were busy run as one call, which costs far less CPU per image than a
 call each (one image per call spends most of its time on per-call overhead).
-Requests are merged only with others for the same version and signature whose
-inputs have the same dtypes and per-instance shapes. A batch that fails runs
+A call takes at most an even share among the threads of
+what is queued and running, so the threads' calls stay about the same size and
+no request waits behind a call much longer than the others. Requests are merged only
+with others for the same version and signature whose inputs have the same dtypes
+and per-instance shapes. A batch that fails runs
 again request by request, so one bad image fails only its own request.
 """
 
@@ -62,8 +65,10 @@ class Batcher:
 
     def __init__(self, pool: Executor, workers: int, max_batch: int, metrics: Any = None):
         self.pool = pool
+        self.workers = workers
         self.free = workers
         self.max_batch = max_batch
+        self.running = 0  # instances in the model calls under way
         self.metrics = metrics
         self.queue: deque = deque()  # (key, servable, signature, tensors, future)
 
@@ -73,13 +78,22 @@ class Batcher:
         self._dispatch()
         return await future
 
+    def _share(self) -> int:
+        """The most instances one call takes: an even share among the workers of all that is queued or running.
+
+        A thread that comes free with the whole queue would leave the other thread's next call small and its own
+        large, and the requests in the large one would wait longest, every time: the tail latency."""
+        outstanding = self.running + sum(_size(item[3]) for item in self.queue)
+        return max(1, min(self.max_batch, -(-outstanding // self.workers)))
+
     def _take(self) -> list:
         """The first queued request and those after it that can join its batch."""
+        limit = self._share()
         first = self.queue.popleft()
         batch, size, kept = [first], _size(first[3]), deque()
         while self.queue:
             item = self.queue.popleft()
-            if item[0] == first[0] and size + _size(item[3]) <= self.max_batch:
+            if item[0] == first[0] and size + _size(item[3]) <= limit:
                 batch.append(item)
                 size += _size(item[3])
             else:
@@ -92,6 +106,7 @@ class Batcher:
         while self.free and self.queue:
             batch = self._take()
             self.free -= 1
+            self.running += sum(_size(item[3]) for item in batch)
             _, servable, signature, _, _ = batch[0]
             start = time.perf_counter()
             done = loop.run_in_executor(self.pool, run_batch, servable, signature, [item[3] for item in batch])
@@ -101,6 +116,7 @@ class Batcher:
 
     def _finish(self, done: asyncio.Future, batch: list, start: float) -> None:
         self.free += 1
+        self.running -= sum(_size(item[3]) for item in batch)
         if self.metrics is not None:
             names = [item[1].name for item in batch]
             self.metrics.model_call(names, sum(_size(item[3]) for item in batch), time.perf_counter() - start)

@@ -426,3 +426,33 @@ def test_batcher_merges_what_queues_and_isolates_a_bad_request(tiny_saved_model,
     for i in range(6):
         np.testing.assert_allclose(results[i]["probabilities"][0], expected["probabilities"][i], rtol=1e-4, atol=1e-6)
     assert isinstance(results[6], RequestError) and results[6].code == "INVALID_ARGUMENT"
+
+
+def test_batcher_shares_what_queues_evenly_among_the_model_threads():
+    """A thread that comes free takes its share of what is queued and running, not the whole queue, so the
+    requests of one burst wait about as long as each other: with two threads busy on one request each and
+    eight queued, the first to finish takes five ((1 + 8) / 2, rounded up), not all eight; the last three
+    follow in calls of at most three (how they split depends on which call ends first)."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_tf.serve.batching import Batcher
+
+    release, calls = threading.Event(), []
+
+    class Held:  # a model whose calls wait until released, counting the instances of each
+        def run(self, signature, tensors):
+            calls.append(len(tensors["x"]))
+            release.wait(10)
+            return {"y": tensors["x"] * 2}
+
+    async def send():
+        batcher, held = Batcher(ThreadPoolExecutor(2), workers=2, max_batch=32), Held()
+        asyncio.get_running_loop().call_later(0.3, release.set)
+        return await asyncio.gather(*(batcher.run(held, "s", {"x": np.array([i])}) for i in range(10)))
+
+    results = asyncio.run(send())
+    assert calls[:3] == [1, 1, 5]
+    assert sum(calls) == 10 and max(calls[3:]) <= 3
+    assert [int(r["y"][0]) for r in results] == [2 * i for i in range(10)]
