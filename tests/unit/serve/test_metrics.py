@@ -86,7 +86,8 @@ def test_counts_move_by_exactly_the_requests_sent(server, client):
 
 
 def test_text_is_tf_servings(client):
-    client.post("/v1/models/mnist:predict", json={"instances": [digit_image()[0].tolist()]})
+    answer = client.post("/v1/models/mnist:predict", json={"instances": [digit_image().tolist()]})
+    assert answer.status_code == 200, answer.text
     text = client.get(METRICS).text
     assert "# TYPE :tensorflow:serving:request_count counter\n" in text
     assert ':tensorflow:serving:request_count{model_name="mnist",status="OK"} ' in text
