@@ -233,14 +233,15 @@ def _lines_taken(ink, near, along):
 
 
 def _cut(ink):
-    """The threshold that marks the ink of `ink` [h,w], and whether it stands out from the paper at all: Otsu's,
-    but above the paper's noise (a few robust spreads) and below most of the ink."""
+    """The threshold that marks the ink of `ink` [h,w], whether it stands out from the paper at all, and the
+    strongest stroke (the brightest 3x3 mean): Otsu's cut, but above the paper's noise (a few robust spreads)
+    and below most of the ink."""
     tf = _tf()
     hist = histogram(tf.reshape(ink, [-1]))  # One pass over the pixels serves the percentiles and Otsu's cut.
     median, spread = percentiles(hist, [0.5, 0.75])
     peak = tf.reduce_max(smooth(as_image(ink)))
     noise = median + 6.0 * (spread - median)
-    return tf.minimum(tf.maximum(otsu(hist), noise), 0.6 * peak), peak - median >= MIN_CONTRAST
+    return tf.minimum(tf.maximum(otsu(hist), noise), 0.6 * peak), peak - median >= MIN_CONTRAST, peak
 
 
 def _edge_bands(mask):
@@ -391,14 +392,13 @@ def _ink(pixels):
     tf = _tf()
     ink = _oriented(plane(_shrink(_grey(pixels))))
     ink = _flatten_lighting(_without_shading(ink))
-    cut, has_ink = _cut(ink)
+    cut, has_ink, peak = _cut(ink)
     ink, lines = _without_lines(ink, ink > 0.5 * cut)
     # Without lines the ink is unchanged, and so is its cut. With them, what the lines left is faint beside the
     # pen, and would join the digit and widen its box: ink is what reaches LINE_CUT of the strongest stroke
     # (the strokes' soft edges still ramp down from the cut, below).
-    cut, has_ink = tf.cond(lines, lambda: _cut(ink), lambda: (cut, has_ink))
-    strong = tf.cond(lines, lambda: tf.maximum(cut, LINE_CUT * tf.reduce_max(smooth(as_image(ink)))), lambda: cut)
-    mask = ink > strong
+    cut, has_ink, peak = tf.cond(lines, lambda: _cut(ink), lambda: (cut, has_ink, peak))
+    mask = ink > tf.where(lines, tf.maximum(cut, LINE_CUT * peak), cut)
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
     # Regions on a coarse grid: a cell holds ink if any pixel in it does (strokes stay connected).

@@ -86,8 +86,8 @@ class Batcher:
         outstanding = self.running + sum(_size(item[3]) for item in self.queue)
         return max(1, min(self.max_batch, -(-outstanding // self.workers)))
 
-    def _take(self) -> list:
-        """The first queued request and those after it that can join its batch."""
+    def _take(self) -> tuple[list, int]:
+        """The first queued request and those after it that can join its batch, and their instances."""
         limit = self._share()
         first = self.queue.popleft()
         batch, size, kept = [first], _size(first[3]), deque()
@@ -99,27 +99,27 @@ class Batcher:
             else:
                 kept.append(item)
         self.queue = kept
-        return batch
+        return batch, size
 
     def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
         while self.free and self.queue:
-            batch = self._take()
+            batch, size = self._take()
             self.free -= 1
-            self.running += sum(_size(item[3]) for item in batch)
+            self.running += size
             _, servable, signature, _, _ = batch[0]
             start = time.perf_counter()
             done = loop.run_in_executor(self.pool, run_batch, servable, signature, [item[3] for item in batch])
-            done.add_done_callback(lambda f, batch=batch, start=start: self._finish(f, batch, start))
+            done.add_done_callback(lambda f, batch=batch, size=size, start=start: self._finish(f, batch, size, start))
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self.queue))
 
-    def _finish(self, done: asyncio.Future, batch: list, start: float) -> None:
+    def _finish(self, done: asyncio.Future, batch: list, size: int, start: float) -> None:
         self.free += 1
-        self.running -= sum(_size(item[3]) for item in batch)
+        self.running -= size
         if self.metrics is not None:
             names = [item[1].name for item in batch]
-            self.metrics.model_call(names, sum(_size(item[3]) for item in batch), time.perf_counter() - start)
+            self.metrics.model_call(names, size, time.perf_counter() - start)
         results = done.result() if done.exception() is None else [done.exception()] * len(batch)
         for item, result in zip(batch, results):
             if item[4].done():  # The client went away.
