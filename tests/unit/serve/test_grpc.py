@@ -143,6 +143,12 @@ def test_predict_encoded_pictures_through_serving_bytes(stub, client, reference)
     for i, row in enumerate(rest):
         np.testing.assert_allclose(got["probabilities"][i], row["probabilities"], rtol=1e-6, atol=1e-7)
         assert got["class_id"][i] == row["class_id"]
+    # As TF Serving writes an answer (Tensor::AsProtoField): values in the dtype's own field, no tensor_content.
+    fields = {"float_val", "double_val", "int_val", "int64_val", "bool_val", "string_val"}
+    for name, tensor in response.outputs.items():
+        assert not tensor.tensor_content, name
+        filled = [field.name for field, _ in tensor.ListFields() if field.name in fields]
+        assert len(filled) == 1 and len(getattr(tensor, filled[0])) == got[name].size, (name, filled)
 
 
 def test_output_filter_answers_only_the_outputs_asked_for(stub):
