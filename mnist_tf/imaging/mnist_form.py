@@ -181,7 +181,7 @@ def _without_lines(ink, faint):
     found = tf.constant(False)
     for along in (1, 0):  # horizontal lines run along axis 1 (columns), vertical along axis 0
         across = 1 - along
-        thick = window(grid, 3, across, tf.maximum, 0.0)  # a line tilted by a cell or so still fits
+        thick = window(grid, 5, across, tf.maximum, 0.0)  # a line tilted by two cells or so still fits
         # Gaps of a few cells (a faint stretch of line, a JPEG block) are bridged: a closing along the line.
         thick = window(window(thick, 5, along, tf.maximum, 0.0), 5, along, tf.minimum, 1.0)
         span = tf.cast(LINE_SPAN * tf.cast(tf.shape(grid)[along], tf.float32), tf.int32)

@@ -99,6 +99,24 @@ def test_a_stroke_along_a_grid_line_is_kept_and_far_specks_are_dropped():
     assert np.abs(to_mnist(photographed(page))[0].astype(int) - seen).max() <= 8
 
 
+@pytest.mark.parametrize("angle", [-1.4, 1.4])
+def test_a_grid_photographed_at_a_slight_tilt_is_taken_away_whole(angle):
+    # Squared paper turned by 1.4 degrees: over a 500 px wide photo each line drifts 12 px across, several cells
+    # of the coarse grid the lines are found on. Left partly in place, a line's rest joins the digit's box.
+    grid = np.full((700, 900), 240, np.uint8)
+    grid[::22, :] = grid[:, ::22] = 150  # grey lines 22 px apart
+    page = np.asarray(Image.fromarray(grid).rotate(angle, Image.Resampling.BICUBIC, fillcolor=240))[200:520, 200:700]
+    plain = np.full_like(page, 240)
+    digit = np.asarray(Image.fromarray(drawn_digits()[2]).resize((150, 150), Image.Resampling.BICUBIC), np.float32)
+    ink = np.zeros(page.shape, np.float32)
+    ink[80:230, 170:320] = digit / 255  # a 7, drawn with a marker, in the middle of the page
+    on = [(paper * (1 - ink) + 20 * ink).astype(np.uint8) for paper in (page, plain)]
+    (seen, blank), (alone, _) = to_mnist(on[0]), to_mnist(on[1])
+    inked, digit = seen[..., 0] > 100, alone[..., 0] > 100
+    # The digit, whole and as large as on plain paper: no rest of a line widened its box.
+    assert not blank and (inked & digit).sum() >= 0.8 * digit.sum() and inked.sum() <= 1.25 * digit.sum()
+
+
 def test_serving_bytes_answers_a_picture_without_a_digit_with_class_minus_one(serving_bytes):
     def png(pixels) -> bytes:
         buffer = io.BytesIO()
