@@ -70,6 +70,13 @@ class Config:
     validation_examples: int = 0
     train_examples: int | None = None
     augment: bool = True
+    # Share of training images blurred as if out of focus (`data.augment.RandomBlur`), with `augment`.
+    blur: float = 0.15
+    # Non-digits (`data.non_digits`) mixed into training, per training image, labelled -1: their target is even
+    # over the classes, so the model learns to be unsure of them and a threshold declines them
+    # (`core.types.DECLINE_BELOW`). An epoch stays as many images as the training set: each draws them from
+    # the digits and non-digits together. Only for data sets of digits (`data.sources.holds_digits`).
+    non_digits: float = 0.25
 
     # Run.
     seed: int = 42
@@ -197,6 +204,8 @@ def _validate(cfg: Config) -> None:
     )
     check(all(u >= 1 for u in cfg.dense_units), "dense_units", f"dense units must be positive, got {cfg.dense_units}")
     check(0.0 <= cfg.dropout < 1.0, "dropout", f"dropout must be in [0, 1), got {cfg.dropout}")
+    check(0.0 <= cfg.blur <= 1.0, "blur", f"blur must be in [0, 1], got {cfg.blur}")
+    check(0.0 <= cfg.non_digits <= 1.0, "non_digits", f"non_digits must be in [0, 1], got {cfg.non_digits}")
     check(
         0.0 <= cfg.label_smoothing < 1.0,
         "label_smoothing",

@@ -1,4 +1,4 @@
-"""Training-time augmentation: pens thicker and thinner, then small turns, shifts and zooms in one resampling."""
+"""Training-time augmentation: pens thicker and thinner, some blur, then small turns, shifts and zooms in one resampling."""
 
 from __future__ import annotations
 
@@ -31,6 +31,40 @@ class RandomStrokeWidth(keras.layers.Layer):
             redrawn = tf.nn.max_pool2d(images if dilate else -images, window, 1, "SAME")
             out = tf.where((draw >= low) & (draw < high), redrawn if dilate else -redrawn, out)
             low = high
+        return out
+
+
+class RandomBlur(keras.layers.Layer):
+    """Blurs a share of the images as a camera out of focus does, then stretches each back to its old peak.
+
+    Photos of digits come out blurred and MNIST's scans hardly ever do; a model that has seen no blur
+    reads a blurred digit right but is less sure of it, and then declines it as "not a digit". Per image:
+    `share / 2` blurred by a Gaussian of sigma 0.8 pixels, `share / 2` by sigma 1.4, the rest unchanged.
+    Images are float [N,28,28,1].
+    """
+
+    SIGMAS = (0.8, 1.4)
+
+    def __init__(self, share: float = 0.15, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.share = share
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        x = np.arange(-3, 4, dtype=np.float32)
+        self.kernels = []
+        for sigma in self.SIGMAS:
+            g = np.exp(-(x**2) / (2 * sigma**2))
+            self.kernels.append(np.outer(g, g)[:, :, None, None] / g.sum() ** 2)
+
+    def call(self, images, training=True):
+        if not training or not self.share:
+            return images
+        draw = keras.random.uniform([tf.shape(images)[0], 1, 1, 1], seed=self.seed_generator)
+        peak = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+        out, step = images, self.share / len(self.kernels)
+        for i, kernel in enumerate(self.kernels):
+            blurred = tf.nn.conv2d(images, tf.constant(kernel, images.dtype), 1, "SAME")
+            blurred *= peak / tf.maximum(tf.reduce_max(blurred, axis=[1, 2, 3], keepdims=True), 1e-3)
+            out = tf.where((draw >= i * step) & (draw < (i + 1) * step), blurred, out)
         return out
 
 
@@ -74,11 +108,14 @@ class RandomAffine(keras.layers.Layer):
         )
 
 
-def augmenter(seed: int, pens: bool = True, mirror: bool = False) -> keras.Sequential:
-    """Pen width (see `RandomStrokeWidth`; `pens`, for pen-drawn data such as digits), a left-right mirror
+def augmenter(seed: int, pens: bool = True, mirror: bool = False, blur: float = 0.0) -> keras.Sequential:
+    """Pen width (see `RandomStrokeWidth`; `pens`, for pen-drawn data such as digits), a `blur` share out of
+    focus (see `RandomBlur`), a left-right mirror
     for half the images (`mirror`, for data a mirror does not change, such as clothes), then small random
     rotations (±10°), shifts (±10%) and zooms (±10%) in one resampling (see `RandomAffine`)."""
     layers = [RandomStrokeWidth(seed=seed + 3)] if pens else []
+    if blur:
+        layers.append(RandomBlur(blur, seed=seed + 7))
     if mirror:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 5))
     return keras.Sequential([*layers, RandomAffine(seed=seed)], name="augment")

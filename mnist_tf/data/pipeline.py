@@ -14,11 +14,13 @@ import tensorflow as tf
 
 from mnist_tf.config import Config
 from mnist_tf.data.augment import augmenter
+from mnist_tf.data.non_digits import non_digit_images
 from mnist_tf.data.sources import (
     Augmentation,
     Source,
     augmentation,
     class_names,
+    holds_digits,
     load_split,
     split_names,
     train_size,
@@ -59,20 +61,25 @@ def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
-def train_pipeline(ds: tf.data.Dataset, cfg: Config, augmentation: Augmentation | None = None) -> tf.data.Dataset:
+def train_pipeline(
+    ds: tf.data.Dataset, cfg: Config, augmentation: Augmentation | None = None, epoch_examples: int | None = None
+) -> tf.data.Dataset:
     """Shuffles (seeded, fresh order each epoch), batches, optionally augments, prefetches.
 
     `augmentation` says which augmentations suit the data (`sources.augmentation`; default: MNIST's).
+    With `epoch_examples` (fewer than `ds` holds), each epoch is that many, drawn afresh from `ds`.
 
     `ds` should be in memory (`in_memory`), so no epoch waits on reading files.
     Batches are global batches of `cfg.batch_size`: a strategy splits each one over its replicas.
     """
     size = int(ds.cardinality())
     ds = ds.shuffle(max(size, 1), seed=cfg.seed, reshuffle_each_iteration=True)
+    if epoch_examples is not None and epoch_examples < size:
+        ds = ds.take(epoch_examples)  # another draw each epoch: the shuffle's order changes
     ds = ds.batch(cfg.batch_size)
     if cfg.augment:
         kind = augmentation or Augmentation()
-        layers = augmenter(cfg.seed, pens=kind.pens, mirror=kind.mirror)
+        layers = augmenter(cfg.seed, pens=kind.pens, mirror=kind.mirror, blur=cfg.blur if kind.pens else 0.0)
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             moved = layers(tf.cast(images, tf.float32), training=True)
@@ -111,16 +118,28 @@ class Datasets:
     class_names: tuple[str, ...] = tuple(str(c) for c in range(10))  # label 0 first; the model's output size
 
 
+def with_non_digits(train: tf.data.Dataset, cfg: Config) -> tf.data.Dataset:
+    """`train` and `cfg.non_digits` non-digits per image (`data.non_digits`, drawn from the run's seed),
+    labelled -1; the shuffle mixes them in."""
+    count = round(int(train.cardinality()) * cfg.non_digits)
+    images = non_digit_images(count, seed=cfg.seed)
+    extra = tf.data.Dataset.from_tensor_slices((images, np.full([count], -1, np.int64)))
+    return train.concatenate(extra)
+
+
 def make_datasets(cfg: Config, source: Source) -> Datasets:
     """Builds training, validation and test pipelines for `cfg`."""
     train_split, val_split = split_names(cfg, train_size(source))
     train = in_memory(load_split(train_split, source))
+    examples = int(train.cardinality())
+    if cfg.non_digits and holds_digits(source):
+        train = with_non_digits(train, cfg)
     validation = in_memory(load_split(val_split, source)) if cfg.validation_examples else None
     return Datasets(
-        train=train_pipeline(train, cfg, augmentation(source)),
+        train=train_pipeline(train, cfg, augmentation(source), epoch_examples=examples),
         validation=eval_pipeline(validation) if validation is not None else None,
         test=eval_pipeline(in_memory(load_split("test", source))),
-        train_examples=int(train.cardinality()),
+        train_examples=examples,  # an epoch's images, non-digits among them
         validation_examples=int(validation.cardinality()) if validation is not None else 0,
         class_names=class_names(source),
     )

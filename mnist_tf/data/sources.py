@@ -215,6 +215,15 @@ def augmentation(source: Source) -> Augmentation:
     return Augmentation(pens=source.dataset in PEN_DRAWN, mirror=source.dataset in MIRROR_INVARIANT)
 
 
+# Data sets of handwritten digits 0-9: the non-digits a run may train with (`Config.non_digits`) are declined
+# as "not a digit" only where the classes are digits.
+DIGITS = ("mnist", "emnist/digits", "emnist/mnist")
+
+
+def holds_digits(source: Source) -> bool:
+    return source.dataset in DIGITS
+
+
 def is_emnist(source: Source) -> bool:
     return source.dataset.startswith("emnist/")
 

@@ -135,7 +135,7 @@ def build_model(cfg: Config, num_classes: int = NUM_CLASSES) -> keras.Model:
 def _copy(model: keras.Model, **overrides) -> keras.Model:
     """The same network and weights, every layer rebuilt from its config with `overrides`; fused
     BatchNorm layers become Keras' own (they compute the same thing at inference). A compiled
-    model's copy is compiled alike, with Keras' own loss."""
+    model's copy is compiled alike, with Keras' own loss and accuracy."""
 
     def clone(layer):
         cls = layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else layer.__class__
@@ -143,10 +143,12 @@ def _copy(model: keras.Model, **overrides) -> keras.Model:
 
     copy = keras.models.clone_model(model, clone_function=clone)
     if copy.compiled and isinstance(copy.loss, SmoothedSparseCrossentropy):
-        # Label smoothing is a way of training, like the fused BatchNorm: the copy carries
-        # Keras' own cross-entropy, so its file needs no mnist_tf class to open.
+        # Label smoothing and non-digits are ways of training, like the fused BatchNorm: the copy
+        # carries Keras' own cross-entropy and accuracy, so its file needs no mnist_tf class to open.
         compiled = copy.get_compile_config()
-        copy.compile_from_config({**compiled, "loss": keras.saving.serialize_keras_object(plain_loss())})
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        plain = {"loss": plain_loss(), "metrics": [accuracy]}
+        copy.compile_from_config({**compiled, **{k: keras.saving.serialize_keras_object(v) for k, v in plain.items()}})
     copy.set_weights(model.get_weights())
     return copy
 

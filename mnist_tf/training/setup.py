@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from mnist_tf.config import Config
-from mnist_tf.modeling.losses import make_loss
+from mnist_tf.modeling.losses import DigitAccuracy, make_loss
 from mnist_tf.modeling.optimizer import make_optimizer
 
 
@@ -52,7 +52,8 @@ def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, replica
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
         loss=make_loss(cfg),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        # With non-digits in training (label -1), the accuracy is the digits' alone.
+        metrics=[DigitAccuracy() if cfg.non_digits else keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=resolve_jit(cfg, replicas),
         steps_per_execution=cfg.steps_per_execution,
     )

@@ -116,6 +116,51 @@ def test_stroke_width_redraws_each_image_with_one_pen_in_the_designed_shares():
     np.testing.assert_array_equal(layer(tf.constant(square), training=False).numpy(), square)
 
 
+def test_blur_softens_the_designed_share_of_images_and_keeps_their_peak():
+    square = np.zeros((2000, 28, 28, 1), np.float32)
+    square[:, 10:18, 10:18] = 200.0
+    layer = augment.RandomBlur(0.2, seed=1)
+    out = layer(tf.constant(square), training=True).numpy()
+    blurred = np.abs(out - square).max(axis=(1, 2, 3)) > 1.0
+    assert abs(blurred.mean() - 0.2) < 0.03, blurred.mean()
+    np.testing.assert_allclose(out.max(axis=(1, 2, 3)), 200.0, rtol=1e-5)  # stretched back to the old peak
+    assert ((out[blurred] > 0).sum(axis=(1, 2, 3)) > 64).all()  # ink spread beyond the square
+    np.testing.assert_array_equal(layer(tf.constant(square), training=False).numpy(), square)
+
+
+def test_non_digits_are_seeded_pictures_in_mnist_form():
+    from mnist_tf.data.non_digits import non_digit_images
+
+    images = non_digit_images(40, seed=3)
+    assert images.shape == (40, 28, 28, 1) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, non_digit_images(40, seed=3))
+    assert not np.array_equal(images, non_digit_images(40, seed=4))
+    assert (images.max(axis=(1, 2, 3)) == 255).all()  # full contrast, light on black
+    for image in images[..., 0]:  # fitted to 20x20 as MNIST's digits are (a pixel more where resampling rings)
+        rows, cols = np.nonzero(image)
+        assert rows.max() - rows.min() < 22 and cols.max() - cols.min() < 22
+    ys, xs = np.mgrid[0:28, 0:28]
+    mass = images[..., 0].astype(float)
+    centre_y = (mass * ys).sum(axis=(1, 2)) / mass.sum(axis=(1, 2))
+    centre_x = (mass * xs).sum(axis=(1, 2)) / mass.sum(axis=(1, 2))
+    assert np.abs(centre_y - 13.5).max() < 1.5 and np.abs(centre_x - 13.5).max() < 1.5  # centred by mass
+
+
+def test_a_run_of_digits_draws_each_epoch_from_its_digits_and_non_digits(mock_mnist):
+    import dataclasses
+
+    base = dataclasses.replace(config.preset("default"), epochs=1, augment=False)
+    plain = pipeline.make_datasets(dataclasses.replace(base, non_digits=0.0), mock_mnist)
+    mixed = pipeline.make_datasets(dataclasses.replace(base, non_digits=0.25), mock_mnist)
+    assert mixed.train_examples == plain.train_examples  # an epoch costs what it did
+    epochs = [[(x, y) for xs, ys in mixed.train.as_numpy_iterator() for x, y in zip(xs, ys)] for _ in range(2)]
+    for epoch in epochs:
+        labels = np.array([y for _, y in epoch])
+        assert len(labels) == plain.train_examples and (labels == -1).any() and (labels >= 0).any()
+    first, second = ({x.tobytes() for x, _ in epoch} for epoch in epochs)
+    assert first != second  # each epoch a fresh draw
+
+
 def test_eval_pipeline_keeps_order(mock_mnist):
     raw = sources.load_split("test", mock_mnist)
     assert np.array_equal(_labels(pipeline.eval_pipeline(raw, 10)), _labels(raw.batch(10)))

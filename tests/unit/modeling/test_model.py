@@ -207,3 +207,21 @@ def test_the_checkpoint_opens_in_plain_keras_in_a_fresh_interpreter(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), model(images, training=False).numpy(), atol=1e-2)
+
+
+def test_a_non_digit_is_trained_towards_even_probabilities_and_left_out_of_accuracy():
+    import tensorflow as tf
+
+    from mnist_tf.modeling.losses import NON_DIGIT_WEIGHT, DigitAccuracy, SmoothedSparseCrossentropy
+
+    logits = tf.constant([[2.0, 0.5, -1.0], [0.3, 0.2, 4.0], [1.0, 3.0, 0.0]])
+    labels = tf.constant([0, -1, 1])
+    loss = SmoothedSparseCrossentropy(0.1, reduction=None)(labels, logits).numpy()
+    log_p = tf.nn.log_softmax(logits).numpy()
+    assert np.isclose(loss[1], -NON_DIGIT_WEIGHT * log_p[1].mean(), atol=1e-6)  # the even target
+    assert np.isclose(loss[0], -(0.9 * log_p[0, 0] + 0.1 * log_p[0].mean()), atol=1e-6)
+    accuracy = DigitAccuracy()
+    accuracy.update_state(labels, logits)
+    assert np.isclose(float(accuracy.result()), 1.0)  # both digits right; the non-digit does not count
+    accuracy.update_state(tf.constant([2]), logits[:1])
+    assert np.isclose(float(accuracy.result()), 2 / 3)
