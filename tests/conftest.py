@@ -136,6 +136,21 @@ def trained_run(tmp_path_factory, real_source):
 
 
 @pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, real_source):
+    """A quick model: the default preset's recipe (non-digits included) for 2 epochs of 20,000 training
+    images, trained by the CLI (about a minute on 2 cores): (run dir, the CLI's data options)."""
+    from helpers import run
+
+    data = real_data_args()
+
+    def build(folder: Path) -> None:
+        result = run("train", "--epochs", "2", "--train-examples", "20000", "--run-dir", folder / "run", *data)
+        assert result.exit_code == 0, result.output[-2000:]
+
+    return built_once(tmp_path_factory, "quick", build) / "run", data
+
+
+@pytest.fixture(scope="session")
 def tiny_keras(tmp_path_factory):
     """An untrained `fast` model saved as .keras: real TF for shape and error tests, in a second."""
     from mnist_tf import config

@@ -45,8 +45,10 @@ def predict_command(
     the model's data set names it (Fashion-MNIST's "Sneaker", a folder's labels.txt).
 
     The probability is calibrated (the temperature train fitted): a 90% answer is right about nine
-    times in ten. Below 90% the line says "not sure", e.g. `pic.png: 9 (48.6%, not sure)`, and --json
-    gives "sure": false.
+    times in ten. Below 90% the line says "not sure", e.g. `pic.png: 9 (78.4%, not sure)`, and --json
+    gives "sure": false. A model trained with non-digits (the default preset on digits) declines a
+    picture that looks like no digit (a letter, a star, a smiley, a scribble): its top probability is
+    below 70%, and the line says `pic.png: error: not a digit (it looks like none of 0-9): ...`.
 
     Any picture works: dark ink on paper or light on dark, a photo, a scan, a
     transparent canvas, colour or grey. Each is put in MNIST's form first, whatever
@@ -57,8 +59,8 @@ def predict_command(
     reach the model smaller than it was trained on, and a photo with a busy background
     is not cut out: for such models, send 28x28 pixels in their data's own form to the
     SavedModel's serving_default signature (REST "instances"), which takes them as they are.
-    Exits with status 1 when any file could not be classified (unreadable, or
-    nothing found in it); the others are still printed.
+    Exits with status 1 when any file could not be classified (unreadable,
+    nothing found in it, or not a digit); the others are still printed.
     """
     from mnist_tf.inference import predict
 

@@ -10,6 +10,7 @@ IMAGE_SHAPE = (28, 28, 1)  # uint8 pixels, a light digit on black, as in MNIST
 NUM_CLASSES = 10  # MNIST's; a model trained on another data set has as many as its data
 INPUT_NAME = "image"
 LOGITS = "logits"
+NOT_A_DIGIT = "not_a_digit"  # bool [N]: declined, the picture looks like no class (`core.types.DECLINE_BELOW`)
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
 CLASS_NAME = "class_name"  # the data set's name of the class, e.g. "7" or "Sneaker"

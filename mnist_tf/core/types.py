@@ -18,6 +18,14 @@ LogitsFn = Callable[[np.ndarray], Any]
 # (serve/static/app.js) uses the same number.
 SURE = 0.9
 
+# A model trained with non-digits (`Config.non_digits`) declines a picture as "not a digit" when its calibrated
+# top probability is below this. Chosen on held-out pictures (docs/person-made.md, "Not a digit"): from 0.60 to
+# 0.85, two trainings of the `default` preset each declined at least 90% of the held-out non-digits and lost at
+# most 1% of every held-out set of digits; 0.7 is the middle. Kept with the model (calibration.json's
+# `decline_below`), so a model trained without non-digits never declines.
+DECLINE_BELOW = 0.7
+DECLINED = "not a digit (it looks like none of 0-9): pass a picture of one digit"
+
 
 @dataclasses.dataclass
 class Prediction:

@@ -82,6 +82,11 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp((low + high) / 2))
 
 
+# The share of the calibration images (digits) a model's decline threshold may decline at most (`calibrate`):
+# half the 1% of real digits a decline may cost.
+DECLINE_AT_MOST = 0.005
+
+
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """A fitted temperature and how well it does on the examples it was fitted on: calibration.json."""
@@ -94,14 +99,26 @@ class Calibration:
     ece_after: float  # ... and with the fitted T
     nll_before: float  # negative log-likelihood with T = 1 ...
     nll_after: float  # ... and with the fitted T
+    # Top probability (with T) below which a picture is declined as not a digit (`core.types.DECLINE_BELOW`);
+    # None: the model never declines (it was not trained with non-digits).
+    decline_below: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def calibrate(logits: np.ndarray, labels: np.ndarray, fitted_on: str, held_out: bool) -> Calibration:
-    """Fits a temperature on `logits` [N,C] and integer `labels` [N], and scores it there."""
+def calibrate(
+    logits: np.ndarray, labels: np.ndarray, fitted_on: str, held_out: bool, decline_below: float | None = None
+) -> Calibration:
+    """Fits a temperature on `logits` [N,C] and integer `labels` [N], and scores it there.
+
+    With `decline_below` (a model that declines non-digits), the threshold kept is at most that, and low
+    enough that no more than `DECLINE_AT_MOST` of these images, digits all, would be declined: a weaker model
+    (a short run) is less sure of real digits, and declines fewer pictures rather than more of them."""
     temperature = fit_temperature(logits, labels)
+    if decline_below is not None:
+        top = softmax(logits, temperature).max(axis=1)
+        decline_below = min(decline_below, math.floor(float(np.quantile(top, DECLINE_AT_MOST)) * 1e4) / 1e4)
     return Calibration(
         temperature=temperature,
         fitted_on=fitted_on,
@@ -111,6 +128,7 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, fitted_on: str, held_out: 
         ece_after=expected_calibration_error(softmax(logits, temperature), labels),
         nll_before=negative_log_likelihood(logits, labels),
         nll_after=negative_log_likelihood(logits, labels, temperature),
+        decline_below=decline_below,
     )
 
 
@@ -160,3 +178,9 @@ def temperature(path: Path) -> float:
     """The temperature in the calibration file `path`; 1.0 (the plain softmax) where there is none."""
     data = read(path)
     return float(data["temperature"]) if data is not None else 1.0
+
+
+def decline_below(data: dict[str, Any] | None) -> float | None:
+    """The decline threshold in a calibration's content (`read`, `parse`); None where there is none."""
+    value = (data or {}).get("decline_below")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

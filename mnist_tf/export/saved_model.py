@@ -23,6 +23,11 @@ number of classes (10 for MNIST):
                                   `class_id` is -1, `class_name` empty and the
                                   probabilities are 1/C each)
 
+Both also return `not_a_digit` bool [N]: true where a model trained with non-digits declines the picture,
+its top probability below the `decline_below` of its calibration.json (`core.types.DECLINE_BELOW`); then
+`class_id` is -1 and `class_name` empty, and the probabilities are left as they are. A model trained
+without non-digits never declines.
+
 Any other dtype or shape, and bytes that do not decode, fail with a
 `tf.errors.InvalidArgumentError` whose message names what was expected.
 """
@@ -50,13 +55,14 @@ from mnist_tf.core.contract import (
     INPUT_NAME,
     LOGITS,
     MODEL_NAME,
+    NOT_A_DIGIT,
     NUM_CLASSES,
     PROBABILITIES,
 )
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import disk_errors, fault_point, write_bytes
 from mnist_tf.imaging import decode, mnist_form
-from mnist_tf.inference.loading import calibrated_softmax, load_keras, temperature_of
+from mnist_tf.inference.loading import calibrated_softmax, decline_below_of, load_keras, temperature_of
 from mnist_tf.modeling.network import float32_copy
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -72,28 +78,40 @@ def digit_names(count: int = NUM_CLASSES) -> tuple[str, ...]:
 
 
 def keras_archive(keras_path: Path, class_names: Sequence[str] | None = None) -> Any:
-    """`serving_archive` of a .keras file, in float32, with the temperature of the calibration.json beside it."""
-    return serving_archive(float32_copy(load_keras(keras_path)), class_names, temperature_of(keras_path))
+    """`serving_archive` of a .keras file, in float32, with the temperature and decline threshold of the
+    calibration.json beside it."""
+    model = float32_copy(load_keras(keras_path))
+    return serving_archive(model, class_names, temperature_of(keras_path), decline_below_of(keras_path))
 
 
-def serving_archive(model: Any, class_names: Sequence[str] | None = None, temperature: float = 1.0) -> Any:
+def serving_archive(
+    model: Any,
+    class_names: Sequence[str] | None = None,
+    temperature: float = 1.0,
+    decline_below: float | None = None,
+) -> Any:
     """A `keras.export.ExportArchive` with the pixel and encoded-image signatures; `class_names`
-    (default: the labels as numbers) become the `class_name` output, and `probabilities` are
-    softmax(logits / `temperature`), the temperature a constant in the graph."""
+    (default: the labels as numbers) become the `class_name` output, `probabilities` are
+    softmax(logits / `temperature`), and a top probability below `decline_below` (None: never) is
+    declined as not a digit; both constants in the graph."""
     import keras
     import tensorflow as tf
 
     num_classes = int(model.outputs[0].shape[-1])
-    names = tf.constant(list(class_names) if class_names is not None else digit_names(num_classes), tf.string)
+    # The class names and, last, "" for a declined picture: a gather, which TFLite has for strings (a select has not).
+    names = tf.constant([*(class_names if class_names is not None else digit_names(num_classes)), ""], tf.string)
 
     def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = model(images, training=False)
+        probabilities = calibrated_softmax(logits, temperature)
         class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        declined = tf.reduce_max(probabilities, axis=-1) < (decline_below if decline_below is not None else 0.0)
         return {
-            PROBABILITIES: calibrated_softmax(logits, temperature),
-            CLASS_ID: class_id,
-            CLASS_NAME: tf.gather(names, class_id),
+            PROBABILITIES: probabilities,
+            CLASS_ID: tf.where(declined, tf.constant(-1, tf.int64), class_id),
+            CLASS_NAME: tf.gather(names, tf.where(declined, tf.constant(num_classes, tf.int64), class_id)),
             LOGITS: logits,
+            NOT_A_DIGIT: declined,
         }
 
     def prepare(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -122,6 +140,7 @@ def serving_archive(model: Any, class_names: Sequence[str] | None = None, temper
             CLASS_ID: tf.where(found, result[CLASS_ID], tf.constant(-1, tf.int64)),
             CLASS_NAME: tf.where(found, result[CLASS_NAME], ""),
             LOGITS: tf.where(found[:, None], result[LOGITS], 0.0),
+            NOT_A_DIGIT: tf.logical_and(found, result[NOT_A_DIGIT]),
             INPUT_NAME: prepared,  # what the model saw
             "blank": blank,
         }
@@ -228,6 +247,7 @@ def export_saved_model(
     model = float32_copy(load_keras(keras_path))
     names = list(class_names) if class_names is not None else list(digit_names(int(model.outputs[0].shape[-1])))
     temperature = temperature_of(keras_path)  # read, and refused if unreadable, before any work
+    decline_below = decline_below_of(keras_path)
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
@@ -236,7 +256,7 @@ def export_saved_model(
     try:
         with disk_errors(final, "SavedModel version"):
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the server may run as another user.
-            serving_archive(model, names, temperature).write_out(str(tmp), verbose=False)
+            serving_archive(model, names, temperature, decline_below).write_out(str(tmp), verbose=False)
             extra = tmp / "assets.extra"
             write_warmup(extra / WARMUP_FILE, warmup_images)
             (extra / LABELS_FILE).write_text("".join(f"{c}\n" for c in names), encoding="utf-8")

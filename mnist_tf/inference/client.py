@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_tf.core.contract import BYTES_INPUT_NAME, BYTES_SIGNATURE, MODEL_NAME
+from mnist_tf.core.contract import BYTES_INPUT_NAME, BYTES_SIGNATURE, MODEL_NAME, NOT_A_DIGIT
 from mnist_tf.core.errors import UserError
-from mnist_tf.core.types import Prediction
+from mnist_tf.core.types import DECLINED, Prediction
 from mnist_tf.imaging.mnist_form import NO_DIGIT
 
 GRPC_SCHEME = "grpc://"
@@ -74,6 +74,8 @@ def row_prediction(file: str, row: Any) -> Prediction:
     seen = np.asarray(row["image"], np.uint8) if "image" in row else None  # the 28x28 the model saw, for --show
     if row.get("blank"):
         return Prediction(file=file, error=NO_DIGIT, image=seen)
+    if row.get(NOT_A_DIGIT):
+        return Prediction(file=file, error=DECLINED, image=seen)
     probabilities = [float(p) for p in row["probabilities"]]
     digit = int(row.get("class_id", max(range(len(probabilities)), key=probabilities.__getitem__)))
     name = row.get("class_name")  # a string in JSON, bytes over gRPC; absent from older exports

@@ -179,16 +179,29 @@ def calibration_file(path: str | Path) -> Path:
     return path / "assets.extra" / CALIBRATION if path.is_dir() else RunDir(path.parent).calibration
 
 
+def calibration_of(path: str | Path) -> dict | None:
+    """The calibration a model carries (calibration.json's content), None for a model never calibrated: beside
+    a .keras model, in a SavedModel's assets.extra, in a TFLite model's metadata."""
+    path = resolve_model_path(path)
+    if path.suffix == ".tflite":
+        data = tflite_metadata(path, TFLITE_CALIBRATION)
+        return calibration.parse(data, f"in {path}") if data is not None else None
+    return calibration.read(calibration_file(path))
+
+
 def temperature_of(path: str | Path) -> float:
     """The temperature a model's probabilities are computed with; 1.0 for a model never calibrated.
 
     A .keras model is divided by it when loaded (`load_proba_fn`); a SavedModel and a TFLite model have
-    it in their graph and carry a copy, read here: assets.extra/calibration.json, the TFLite metadata."""
-    path = resolve_model_path(path)
-    if path.suffix == ".tflite":
-        data = tflite_metadata(path, TFLITE_CALIBRATION)
-        return float(calibration.parse(data, f"in {path}")["temperature"]) if data is not None else 1.0
-    return calibration.temperature(calibration_file(path))
+    it in their graph and carry a copy (`calibration_of`)."""
+    data = calibration_of(path)
+    return float(data["temperature"]) if data is not None else 1.0
+
+
+def decline_below_of(path: str | Path) -> float | None:
+    """The calibrated top probability below which a model declines a picture as not a digit
+    (`core.types.DECLINE_BELOW`), from the calibration it carries; None for a model that never declines."""
+    return calibration.decline_below(calibration_of(path))
 
 
 def calibrated_softmax(logits, temperature: float):

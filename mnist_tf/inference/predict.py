@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_tf.core.errors import UserError
-from mnist_tf.core.types import Prediction, ProbaFn
+from mnist_tf.core.types import DECLINED, Prediction, ProbaFn
 from mnist_tf.imaging.decode import decode_file, load_image
 
 
@@ -24,9 +24,11 @@ def predict_files(
     paths: Sequence[str | Path],
     batch_size: int = 256,
     class_names: Sequence[str] | None = None,
+    decline_below: float | None = None,
 ) -> list[Prediction]:
-    """Classifies each image file; a file that cannot be read, or holds no digit, gets an `error` instead.
-    With `class_names`, each prediction carries its class's name."""
+    """Classifies each image file; a file that cannot be read, or holds no digit, gets an `error` instead, as
+    does one whose top probability is below `decline_below` (not a digit, `core.types.DECLINE_BELOW`; None:
+    never). With `class_names`, each prediction carries its class's name."""
     results = [Prediction(file=str(p)) for p in paths]
     decoded = []
     for result in results:
@@ -39,6 +41,9 @@ def predict_files(
         chunk = decoded[start : start + batch_size]
         probabilities = np.asarray(proba_fn(np.stack([r.image for r in chunk])), np.float64)
         for result, p in zip(chunk, probabilities):
+            if decline_below is not None and p.max() < decline_below:
+                result.error = DECLINED
+                continue
             result.digit = int(p.argmax())
             if class_names is not None and result.digit < len(class_names):
                 result.class_name = class_names[result.digit]
@@ -59,9 +64,11 @@ def predict(
         from mnist_tf.inference.client import predict_files_on_server
 
         return predict_files_on_server(server, paths)
-    from mnist_tf.inference.loading import class_names_of, load_proba_fn
+    from mnist_tf.inference.loading import class_names_of, decline_below_of, load_proba_fn
 
-    return predict_files(load_proba_fn(model), paths, class_names=class_names_of(model))
+    return predict_files(
+        load_proba_fn(model), paths, class_names=class_names_of(model), decline_below=decline_below_of(model)
+    )
 
 
 def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:

@@ -20,7 +20,7 @@ import keras
 from mnist_tf.config import Config
 from mnist_tf.core.files import write_json
 from mnist_tf.core.rundir import RunDir
-from mnist_tf.core.types import LogitsFn
+from mnist_tf.core.types import DECLINE_BELOW, LogitsFn
 from mnist_tf.data import pipeline, sources
 from mnist_tf.evaluation import calibration, metrics, plots
 from mnist_tf.inference.loading import load_logits_fn
@@ -103,7 +103,15 @@ def _calibrate(logits_fn: LogitsFn, cfg: Config, run: RunDir, source: sources.So
     before metrics.json, so a finished run always has it."""
     split, held_out = sources.calibration_split(cfg, sources.train_size(source))
     images, labels = pipeline.arrays(split, source)
-    fitted = calibration.calibrate(metrics.in_batches(logits_fn, images), labels, f"{source.name} {split}", held_out)
+    # A model trained with non-digits declines what looks like none (`core.types.DECLINE_BELOW`).
+    declines = bool(cfg.non_digits) and sources.holds_digits(source)
+    fitted = calibration.calibrate(
+        metrics.in_batches(logits_fn, images),
+        labels,
+        f"{source.name} {split}",
+        held_out,
+        DECLINE_BELOW if declines else None,
+    )
     calibration.write(run.calibration, fitted)
     return fitted
 

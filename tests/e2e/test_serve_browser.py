@@ -5,6 +5,8 @@ drops and pastes image files, checks the digits the page shows, and saves a
 screenshot of the page to docs/serve_page.png. It draws ambiguous pictures (two
 test digits over each other) until one is read below the sure probability, checks
 that the page says "Not sure", and saves that page to docs/serve_page_not_sure.png.
+It draws pictures that hold no digit (letters, shapes, scribbles), checks that the
+page declines those the model declines, and saves one to docs/serve_page_not_a_digit.png.
 Skipped only where Chromium is not installed.
 """
 
@@ -35,6 +37,9 @@ SCREENSHOT = REPO / "docs" / "serve_page.png"
 
 
 NOT_SURE_SCREENSHOT = REPO / "docs" / "serve_page_not_sure.png"
+
+
+NOT_A_DIGIT_SCREENSHOT = REPO / "docs" / "serve_page_not_a_digit.png"
 
 
 PAD = 280  # the canvas' size in CSS pixels: 10 per MNIST pixel
@@ -311,6 +316,8 @@ def test_an_ambiguous_drawing_is_shown_as_not_sure(browser, served, digits):
         data_url = browser.execute_script("return document.getElementById('pad').toDataURL('image/png')")
         sent = base64.b64decode(data_url.split(",")[1])
         class_id, probability = serving_bytes_answer(version, sent)
+        if class_id < 0:  # declined as not a digit: `test_a_drawing_that_is_no_digit_is_declined`
+            continue
         assert digit == str(class_id)
         text = browser.find_element(By.ID, "confidence").text
         if probability >= SURE:
@@ -324,3 +331,46 @@ def test_an_ambiguous_drawing_is_shown_as_not_sure(browser, served, digits):
         pytest.fail(f"none of the {len(LOOKALIKES)} overlaid pairs was read below {SURE:.0%}")
     browser.execute_script("document.activeElement.blur()")
     assert browser.save_screenshot(str(NOT_SURE_SCREENSHOT))
+
+
+@pytest.fixture(scope="module")
+def served_quick(quick_run, digits, tmp_path_factory):
+    """The quick model (default recipe: trained with non-digits, so it declines) exported and served."""
+    from mnist_tf.export.saved_model import export_saved_model
+
+    out = tmp_path_factory.mktemp("browser_quick_export")
+    version = export_saved_model(quick_run[0] / "model.keras", out, digits[0][:3])
+    server = ServerProcess(version.parent)
+    yield server, version
+    server.stop()
+
+
+def test_a_drawing_that_is_no_digit_is_declined(browser, served_quick):
+    import tensorflow as tf
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from mnist_tf.data.non_digits import non_digit_images
+
+    server, version = served_quick
+    browser.get(server.url + "/")
+    pad = browser.find_element(By.ID, "pad")
+    declined = 0
+    for picture in non_digit_images(12, seed=2024):  # a seed no training run uses (runs use their own)
+        pad.send_keys(Keys.ESCAPE)
+        draw(browser, picture)
+        digit = shown(browser)
+        data_url = browser.execute_script("return document.getElementById('pad').toDataURL('image/png')")
+        sent = base64.b64decode(data_url.split(",")[1])
+        answer = _serving_bytes(version)(image_bytes=tf.constant([sent]))  # the SavedModel's own answer
+        text = browser.find_element(By.ID, "confidence").text
+        if bool(answer["not_a_digit"].numpy()[0]):
+            assert digit == "–" and text == "Not a digit: that does not look like any digit 0-9.", text
+            declined += 1
+            if declined == 1:
+                browser.execute_script("document.activeElement.blur()")
+                assert browser.save_screenshot(str(NOT_A_DIGIT_SCREENSHOT))
+        else:
+            assert digit == str(int(answer["class_id"].numpy()[0])) or answer["blank"].numpy()[0], (digit, text)
+    # The served model was trained with non-digits (other ones: another seed): most drawings are declined.
+    assert declined >= 6, f"only {declined} of 12 drawings that hold no digit were declined"

@@ -109,6 +109,7 @@ def test_signatures_have_the_documented_names_dtypes_and_shapes(loaded):
             "class_id": ([None], tf.int64),
             "class_name": ([None], tf.string),
             "logits": ([None, 10], tf.float32),
+            "not_a_digit": ([None], tf.bool),
         }
         if name == "serving_bytes":  # also what the model saw, and whether a digit was found
             expected.update({"image": ([None, 28, 28, 1], tf.uint8), "blank": ([None], tf.bool)})

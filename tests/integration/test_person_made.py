@@ -3,7 +3,7 @@
 The bar is the one users should be able to count on: a quick model (the default
 preset's recipe, 2 epochs of 20,000 training images) reads at least 95% of every
 person-made set, through `mnist-tf predict`'s path and through the SavedModel's
-`serving_bytes` signature alike.
+`serving_bytes` signature alike, and declines at least half the pictures that hold no digit.
 """
 
 from __future__ import annotations
@@ -11,25 +11,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import real_data_args
 from helpers import run
 
 from mnist_tf.data.person_made import DIGIT_SETS, NOT_A_DIGIT, SETS
 
-# Below the 95% bar for now (a quick model reads about 95.5% and 96.5%): squared paper with a thin pen loses
-# strokes that run along a grid line, and a tilted page under a shadow leaves specks of the table and a
-# tilted digit.
+# Below the 95% bar for now (a quick model reads about 94-95% and 96.5%, the digits it declines included):
+# squared paper with a thin pen loses strokes that run along a grid line, and a tilted page under a shadow
+# leaves specks of the table and a tilted digit.
 FLOOR = {"squared": 0.92, "shadow": 0.92}
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, real_source):
-    del real_source  # requested so that MNIST is prepared once, where the CLI below finds it
-    run_dir = tmp_path_factory.mktemp("quick") / "run"
-    data = real_data_args()
-    result = run("train", "--epochs", "2", "--train-examples", "20000", "--run-dir", run_dir, *data)
-    assert result.exit_code == 0, result.output[-2000:]
-    return run_dir, data
 
 
 @pytest.mark.slow
@@ -45,5 +34,7 @@ def test_a_quick_model_reads_95_percent_of_every_person_made_set_both_ways(quick
         for kind in DIGIT_SETS:
             assert report[path][kind]["examples"] == 200
             assert report[path][kind]["accuracy"] >= FLOOR.get(kind, 0.95), (path, kind, report[path][kind])
-        # Pictures without a digit are scored as declined or not: the share is reported, with no floor yet.
+        # Pictures without a digit are right when declined. The quick model, trained with non-digits, declines
+        # about 70% of them (its threshold is low, to keep its less sure digits): at least half, here.
         assert report[path][NOT_A_DIGIT]["accuracy"] == report[path][NOT_A_DIGIT]["declined"]
+        assert report[path][NOT_A_DIGIT]["declined"] >= 0.5, (path, report[path][NOT_A_DIGIT])

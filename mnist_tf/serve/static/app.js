@@ -156,8 +156,10 @@ async function predict(bytes, mine = ++asked) {
 
 function showAnswer(row) {
   const probabilities = row ? row.probabilities : new Array(10).fill(0);
-  const blank = row && (row.blank === true || row.class_id < 0);
-  const top = row && !blank ? row.class_id : -1;
+  // Declined: the model was trained to be unsure of letters, shapes and scribbles (not_a_digit).
+  const declined = row && row.not_a_digit === true;
+  const blank = row && !declined && (row.blank === true || row.class_id < 0);
+  const top = row && !blank && !declined ? row.class_id : -1;
   // A model trained on another data set answers with its class's name too (the `class_name` output).
   const name = top >= 0 && row.class_name ? row.class_name : String(top);
   const percent = top >= 0 ? `${(probabilities[top] * 100).toFixed(1)}%` : "";
@@ -167,6 +169,7 @@ function showAnswer(row) {
   digitOut.classList.toggle("unsure", unsure);
   if (!row) confidence.textContent = "Draw a digit to see what the model reads.";
   else if (blank) confidence.textContent = "No digit found: draw one larger or with more ink.";
+  else if (declined) confidence.textContent = "Not a digit: that does not look like any digit 0-9.";
   else if (unsure) confidence.textContent = `Not sure: perhaps a ${name} (${percent}).`;
   else confidence.textContent = `${percent} sure it is a ${name}.`;
   bars.replaceChildren(

@@ -78,10 +78,12 @@ def test_calibration_json_round_trips_keeps_other_keys_and_missing_means_one(tmp
         "ece_after",
         "nll_before",
         "nll_after",
+        "decline_below",
     }
-    path.write_text(json.dumps({**saved, "decline_below": 0.5}))  # a later field: read, not refused
+    assert saved["decline_below"] is None and calibration.decline_below(calibration.read(path)) is None
+    path.write_text(json.dumps({**saved, "decline_below": 0.5, "later_field": 1}))  # a later field: read, not refused
     assert calibration.temperature(path) == fitted.temperature
-    assert calibration.read(path)["decline_below"] == 0.5
+    assert calibration.read(path)["later_field"] == 1 and calibration.decline_below(calibration.read(path)) == 0.5
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"temperature": -1}', '{"temperature": "0.5"}', "[]", "{}"])
@@ -110,3 +112,17 @@ def test_the_held_out_images_are_validation_then_unused_training_images_then_the
         False,
     )
     assert calibration_split(config.FAST.replace(validation_examples=0), train_size=3000) == ("train[0:]", False)
+
+
+def test_the_decline_threshold_is_capped_and_lowered_for_a_model_unsure_of_real_digits():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 10, 4000)
+    sure_logits = rng.normal(0, 1, (4000, 10))
+    sure_logits[np.arange(4000), labels] += 12  # every digit read right, and surely
+    unsure_logits, unsure_labels = drawn(3.0, n=4000, seed=5)  # a model often wrong, and calibrated to say so
+    assert calibration.calibrate(sure_logits, labels, "x", held_out=True).decline_below is None
+    sure = calibration.calibrate(sure_logits, labels, "x", held_out=True, decline_below=0.7)
+    unsure = calibration.calibrate(unsure_logits, unsure_labels, "x", held_out=True, decline_below=0.7)
+    assert sure.decline_below == 0.7 and unsure.decline_below < 0.5
+    top = calibration.softmax(unsure_logits, unsure.temperature).max(axis=1)
+    assert (top < unsure.decline_below).mean() <= calibration.DECLINE_AT_MOST  # it declines no more real digits

@@ -247,3 +247,62 @@ def test_a_calibrated_keras_model_and_its_saved_model_divide_the_logits_by_the_t
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(outputs["logits"].numpy(), logits, atol=1e-5)  # the logits are not scaled
     np.testing.assert_array_equal(outputs["class_id"].numpy(), logits.argmax(1))
+
+
+def test_a_model_that_declines_says_not_a_digit_below_its_threshold_in_every_path(tiny_keras, tmp_path):
+    import json
+    import shutil
+
+    import tensorflow as tf
+
+    from mnist_tf.export.saved_model import encode_png, export_saved_model
+    from mnist_tf.inference.loading import decline_below_of, load_proba_fn
+    from mnist_tf.inference.predict import predict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(tiny_keras, run / "model.keras")
+    images = np.random.default_rng(1).integers(0, 256, (6, 28, 28, 1), np.uint8)
+    top = load_proba_fn(run)(images).max(axis=1)  # plain softmax: no calibration yet
+    threshold = float(np.median(top))  # half the images fall below it
+    below = top < threshold
+    assert below.any() and not below.all()
+    (run / "calibration.json").write_text(json.dumps({"temperature": 1.0, "decline_below": threshold}))
+    assert decline_below_of(run) == threshold
+    version = export_saved_model(run / "model.keras", tmp_path / "out", images[:1])
+    assert decline_below_of(version) == threshold
+    signatures = tf.saved_model.load(str(version)).signatures
+    out = signatures["serving_default"](image=tf.constant(images))
+    np.testing.assert_array_equal(out["not_a_digit"].numpy(), below)
+    expected_ids = np.where(below, -1, out["probabilities"].numpy().argmax(1))
+    np.testing.assert_array_equal(out["class_id"].numpy(), expected_ids)
+    assert all((name == b"") == declined for name, declined in zip(out["class_name"].numpy(), below))
+    np.testing.assert_allclose(out["probabilities"].numpy().max(1), top, atol=1e-5)  # left as they are
+    # serving_bytes reads the same pictures as PNGs: what it saw is the image, so it declines the same ones.
+    pngs = [encode_png(image) for image in images]
+    by_bytes = signatures["serving_bytes"](image_bytes=tf.constant(pngs))
+    seen = by_bytes["image"].numpy()
+    seen_top = load_proba_fn(run)(seen).max(axis=1)
+    found = ~by_bytes["blank"].numpy()
+    np.testing.assert_array_equal(by_bytes["not_a_digit"].numpy(), found & (seen_top < threshold))
+    assert (found & (seen_top < threshold)).any(), "no picture declined: the test would not show the decline"
+    # predict, on the run and on the SavedModel, answers "not a digit" for the declined files.
+    files = []
+    for i, png in enumerate(pngs):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(png)
+    for model in (run, version):
+        results = predict(files, model=model)
+        declined = [r.error is not None and r.error.startswith("not a digit") for r in results]
+        assert declined == list(found & (seen_top < threshold)), model
+
+
+def test_a_model_without_a_decline_threshold_never_declines(tiny_saved_model):
+    import tensorflow as tf
+
+    from mnist_tf.inference.loading import decline_below_of
+
+    assert decline_below_of(tiny_saved_model) is None
+    images = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), np.uint8)
+    out = tf.saved_model.load(str(tiny_saved_model)).signatures["serving_default"](image=tf.constant(images))
+    assert not out["not_a_digit"].numpy().any() and (out["class_id"].numpy() >= 0).all()

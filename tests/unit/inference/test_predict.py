@@ -357,9 +357,30 @@ def test_an_answer_below_the_sure_probability_is_flagged_not_sure_in_text_and_js
 
 def test_the_page_and_the_help_flag_not_sure_below_the_same_probability_as_predict():
     from mnist_tf.cli import main
-    from mnist_tf.core.types import SURE
+    from mnist_tf.core.types import DECLINE_BELOW, SURE
 
     script = (REPO / "mnist_tf" / "serve" / "static" / "app.js").read_text()
     assert re.search(r"^const SURE = ([0-9.]+);", script, re.MULTILINE).group(1) == repr(SURE)
     help_text = " ".join(CliRunner().invoke(main, ["predict", "--help"]).output.split())
     assert f"Below {SURE:.0%} the line says" in help_text
+    assert f"below {DECLINE_BELOW:.0%}, and the line says" in help_text
+
+
+def test_predict_files_declines_a_picture_below_the_threshold_as_not_a_digit(tmp_path):
+    from mnist_tf.core.types import DECLINED
+    from mnist_tf.inference.client import row_prediction
+
+    Image.fromarray(stroke_image()).save(tmp_path / "a.png")
+
+    def unsure_fn(images):
+        return np.tile([0.6] + [0.4 / 9] * 9, (len(images), 1))
+
+    (kept,) = predict_files(unsure_fn, [tmp_path / "a.png"], decline_below=0.5)
+    (declined,) = predict_files(unsure_fn, [tmp_path / "a.png"], decline_below=0.7)
+    assert kept.digit == 0 and kept.error is None
+    assert declined.digit is None and declined.error == DECLINED and declined.image is not None
+    assert str(declined).endswith("error: " + DECLINED)
+    # A server's answer says the same through its not_a_digit output.
+    row = {"probabilities": [0.6] + [0.4 / 9] * 9, "class_id": -1, "not_a_digit": True, "blank": False}
+    assert row_prediction("a.png", row).error == DECLINED
+    assert row_prediction("a.png", {**row, "class_id": 0, "not_a_digit": False}).digit == 0
