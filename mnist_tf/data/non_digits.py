@@ -132,12 +132,12 @@ def _shape(rng: np.random.RandomState) -> list[list[tuple[float, float]]]:
         ]
         strokes = [star]
     elif kind == 1:  # a cross or a plus
-        strokes = (
-            [[(0.5, 0), (0.5, 1)], [(0, 0.5), (1, 0.5)]]
-            if rng.uniform() < 0.5
-            else [[(0, 0), (1, 1)], [(1, 0), (0, 1)]]
-        )
-        strokes.append([(0.2, 0.2), (0.8, 0.2)]) if rng.uniform() < 0.2 else None
+        if rng.uniform() < 0.5:
+            strokes = [[(0.5, 0), (0.5, 1)], [(0, 0.5), (1, 0.5)]]
+        else:
+            strokes = [[(0, 0), (1, 1)], [(1, 0), (0, 1)]]
+        if rng.uniform() < 0.2:  # a bar over it
+            strokes.append([(0.2, 0.2), (0.8, 0.2)])
     elif kind == 2:  # an arrow
         strokes = [[(0, 0.5), (1, 0.5)], [(0.65, 0.2), (1, 0.5), (0.65, 0.8)]]
     elif kind == 3:  # a heart
@@ -211,15 +211,10 @@ def _patch(rng: np.random.RandomState) -> list[list[tuple[float, float]]]:
     for k in range(lines):  # hatching
         t = (k + 0.5) / lines
         strokes.append([(t - 0.2, 0), (t + 0.2, 1)])
-    if kind >= 1:  # cross-hatched, or crossed out
-        strokes += (
-            [[(0, t), (1, t + rng.normal(0, 0.05))] for t in np.linspace(0.1, 0.9, lines)]
-            if kind == 1
-            else [
-                [(0, 0), (1, 1)],
-                [(1, 0), (0, 1)],
-            ]
-        )
+    if kind == 1:  # cross-hatched
+        strokes += [[(0, t), (1, t + rng.normal(0, 0.05))] for t in np.linspace(0.1, 0.9, lines)]
+    elif kind == 2:  # crossed out
+        strokes += [[(0, 0), (1, 1)], [(1, 0), (0, 1)]]
     return _to_canvas([_jitter(s, rng, 0.02) for s in strokes], rng)
 
 
@@ -246,8 +241,10 @@ def draw(kind: str, rng: np.random.RandomState) -> np.ndarray:
     pen = ImageDraw.Draw(image)
     # A fine pen (1-3 pixels of the canvas, under one of 28x28) for 30% of pictures and half the faces: a thin
     # ring with dots inside is otherwise read as a 0.
-    fine = rng.uniform() < (0.5 if kind == "faces" else 0.3)
-    width = int(rng.randint(1, 4)) if fine else int(rng.randint(2, 7)) if kind == "faces" else int(rng.randint(2, 13))
+    if rng.uniform() < (0.5 if kind == "faces" else 0.3):
+        width = int(rng.randint(1, 4))
+    else:
+        width = int(rng.randint(2, 7)) if kind == "faces" else int(rng.randint(2, 13))
     for stroke in _DRAW[kind](rng):
         pen.line(stroke, fill=255, width=width, joint="curve")
         for x, y in (stroke[0], stroke[-1]):  # round pen ends

@@ -174,9 +174,8 @@ def _unreadable(source: Path | str, e: Exception) -> UserError:
     )
 
 
-def temperature(path: Path) -> float:
-    """The temperature in the calibration file `path`; 1.0 (the plain softmax) where there is none."""
-    data = read(path)
+def temperature(data: dict[str, Any] | None) -> float:
+    """The temperature in a calibration's content (`read`, `parse`); 1.0 (the plain softmax) where there is none."""
     return float(data["temperature"]) if data is not None else 1.0
 
 

@@ -194,8 +194,7 @@ def temperature_of(path: str | Path) -> float:
 
     A .keras model is divided by it when loaded (`load_proba_fn`); a SavedModel and a TFLite model have
     it in their graph and carry a copy (`calibration_of`)."""
-    data = calibration_of(path)
-    return float(data["temperature"]) if data is not None else 1.0
+    return calibration.temperature(calibration_of(path))
 
 
 def decline_below_of(path: str | Path) -> float | None:

@@ -65,7 +65,7 @@ def test_softmax_with_a_temperature_is_the_softmax_of_scaled_logits_even_for_hug
 def test_calibration_json_round_trips_keeps_other_keys_and_missing_means_one(tmp_path):
     logits, labels = drawn(0.5, n=2000, seed=4)
     path = tmp_path / "calibration.json"
-    assert calibration.read(path) is None and calibration.temperature(path) == 1.0
+    assert calibration.read(path) is None and calibration.temperature(calibration.read(path)) == 1.0
     fitted = calibration.calibrate(logits, labels, "mnist train[55000:]", held_out=True)
     calibration.write(path, fitted)
     saved = json.loads(path.read_text())
@@ -82,7 +82,7 @@ def test_calibration_json_round_trips_keeps_other_keys_and_missing_means_one(tmp
     }
     assert saved["decline_below"] is None and calibration.decline_below(calibration.read(path)) is None
     path.write_text(json.dumps({**saved, "decline_below": 0.5, "later_field": 1}))  # a later field: read, not refused
-    assert calibration.temperature(path) == fitted.temperature
+    assert calibration.temperature(calibration.read(path)) == fitted.temperature
     assert calibration.read(path)["later_field"] == 1 and calibration.decline_below(calibration.read(path)) == 0.5
 
 
@@ -91,7 +91,7 @@ def test_an_unreadable_calibration_is_one_user_error_naming_the_file(tmp_path, c
     path = tmp_path / "calibration.json"
     path.write_text(content)
     with pytest.raises(UserError, match="calibration.json") as error:
-        calibration.temperature(path)
+        calibration.temperature(calibration.read(path))
     assert "\n" not in str(error.value)
 
 
