@@ -22,7 +22,7 @@ page with grey paper and uneven light, a thick marker, a transparent canvas.
     6. ink: an Otsu threshold (no lower than the noise allows) marks the ink;
        where lines were taken, only what reaches half the strongest stroke is ink,
        so what they left stays out; strokes keep their anti-aliased edges (a soft
-       ramp below the threshold);
+       ramp below the threshold; beside lines, only within two pixels of the ink);
     7. specks and frames: solid bands along the picture's edges (a table or the
        dark border of a photographed page), solid regions holding a corner (the
        table around a tilted page), regions lying along an edge, and ink regions
@@ -413,6 +413,9 @@ def _ink(pixels):
     full = percentiles(histogram(tf.reshape(tf.where(mask, ink, 0.0), [-1])), [1.0 - 0.1 * share])[0]
     soft = tf.clip_by_value((ink - 0.5 * cut) / tf.maximum(full - 0.5 * cut, 1e-3), 0.0, 1.0)
     soft = soft * keep * (1.0 - tf.cast(edges, tf.float32))
+    # Where lines were taken, what they left beside the digit is faint ink too: only the strokes' own soft edges
+    # (two pixels around what is ink) stay.
+    soft = tf.cond(lines, lambda: soft * plane(dilate(dilate(as_image(tf.cast(mask, tf.float32))))), lambda: soft)
     # A page photographed at a tilt (the table at its corners) is turned back: its digit was written upright on it.
     cos, sin, tilted = _page_tilt(mask)
     soft = tf.cond(tilted, lambda: _turned(soft, cos, sin), lambda: soft)
