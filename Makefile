@@ -38,8 +38,9 @@ benchmark: install
 	$(BIN)/mnist-tf benchmark --out runs/benchmark $(MANUAL_FLAG)
 
 # Tests run in one process per core, at most 4 (TEST_WORKERS=1: one process); a test file stays in one process.
+# The 15 slowest tests are listed at the end, so a slow CPU's run shows where its time went.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 15
 
 test: install
 	$(PYTEST)
