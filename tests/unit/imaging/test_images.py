@@ -120,8 +120,8 @@ def test_a_grid_photographed_at_a_slight_tilt_is_taken_away_whole(angle):
 def test_no_faint_rest_of_a_grid_stays_beside_a_digit_on_squared_paper():
     # What a grid's lines leave where they are taken is faint; beside a small digit written with a thin pen it
     # is scaled up with the digit and would read as strokes. Only the strokes' own soft edges may stay: no ink
-    # more than two pixels from the digit's strong strokes (90 pictures of the person-made squared kind).
-    for seed in range(30):
+    # more than two pixels from the digit's strong strokes (30 pictures of the person-made squared kind).
+    for seed in range(10):
         for digit in drawn_digits():
             data, _ = person_made.render(digit, "squared", np.random.RandomState(seed))
             seen, blank = to_mnist(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.uint8))
