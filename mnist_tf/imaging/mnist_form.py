@@ -12,10 +12,11 @@ page with grey paper and uneven light, a thick marker, a transparent canvas.
     2. shrink: the longer side to at most WORK_SIDE pixels (halved by averaging, then bilinear);
     3. polarity: ink is the rarer extreme (fewer pixels lie near the darkest
        strokes than near the brightest paper on paper): light paper is inverted;
-    4. lighting: a grey opening by a square a third of the shorter side (the light,
-       with a shadow's edge, which an opening keeps whole) and then a smooth quadratic
-       surface fitted to the background pixels are subtracted (shadows, uneven light,
-       grey paper);
+    4. lighting: a grey opening by a square two fifths of the shorter side (the light,
+       with a shadow's edge, which an opening keeps whole) is subtracted and what is
+       left divided by the paper's brightness (a stroke in the shade as strong as one
+       in the light), then a smooth quadratic surface fitted to the background pixels
+       is subtracted (shadows, uneven light, grey paper);
     5. lines: thin straight lines that run across the picture (ruled and squared
        paper, a margin) are found by shape and taken away where they are thin,
        no more than their own strength (a darker stroke along a line stays);
@@ -77,6 +78,7 @@ MIN_REGION = 0.1  # Ink regions below this fraction of the largest are specks.
 NEAR_MASS = 0.5  # Ink regions farther than this share of the heaviest's longer side from it are specks.
 EDGE_REGION = 0.5  # Ink regions that touch the picture's edge are specks below this fraction of the largest.
 SHADING = 0.4  # Bright structures wider than this share of the shorter side are light and shade, not ink.
+SHADE_FLOOR = 0.35  # Ink in the shade is strengthened by at most 1 / SHADE_FLOOR.
 LINE_GRID = 128  # Ruled and grid lines are found on a grid at most this large.
 LINE_SPAN = 0.85  # A straight run of ink this share of the picture's width (height) long is a ruled line.
 TILT_RANGE = (0.05, 0.6)  # A page's tilt is turned back when its tangent lies in this range (3 to 31 degrees).
@@ -161,10 +163,14 @@ def _oriented(grey):
 def _without_shading(ink):
     """Removes light and shade: the grey opening by a square SHADING of the shorter side (what is left of the
     picture when every stroke narrower than that is taken away) is the light, and is subtracted. A shadow's
-    straight edge is a step, which an opening keeps whole, so it leaves no ink behind (a white top-hat)."""
+    straight edge is a step, which an opening keeps whole, so it leaves no ink behind (a white top-hat). What
+    is left is divided by the paper's brightness there: ink reflects a share of the light it gets."""
     tf = _tf()
     side = tf.cast(tf.cast(tf.reduce_min(tf.shape(ink)), tf.float32) * SHADING, tf.int32)
-    return tf.nn.relu(ink - opening(ink, side, side))
+    light = opening(ink, side, side)
+    # Over the paper's brightness (1 - light: the ink is inverted), a stroke in the shade is as strong as one
+    # in the light; the floor keeps noise in a deep shadow from being strengthened without bound.
+    return tf.nn.relu(ink - light) / tf.maximum(1.0 - light, SHADE_FLOOR)
 
 
 def _without_lines(ink, faint):

@@ -11,7 +11,7 @@ from helpers import drawn_digits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from mnist_tf.data import person_made
 from mnist_tf.imaging.decode import MAX_PIXELS, load_image
@@ -115,6 +115,22 @@ def test_a_grid_photographed_at_a_slight_tilt_is_taken_away_whole(angle):
     inked, digit = seen[..., 0] > 100, alone[..., 0] > 100
     # The digit, whole and as large as on plain paper: no rest of a line widened its box.
     assert not blank and (inked & digit).sum() >= 0.8 * digit.sum() and inked.sum() <= 1.25 * digit.sum()
+
+
+def test_a_stroke_in_a_shadow_comes_out_as_strong_as_one_in_the_light():
+    page = Image.new("L", (400, 400), 235)
+    draw = ImageDraw.Draw(page)
+    draw.line([(150, 110), (250, 110)], fill=40, width=9)  # a 7's bar, half in the shadow
+    draw.line([(250, 110), (180, 300)], fill=40, width=9)  # and its stem
+    light = np.ones((400, 400), np.float32)
+    light[:, :200] = 0.45  # the page's left half gets less than half the light
+    photo = Image.fromarray((np.asarray(page, np.float32) * light).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(0.7)
+    )
+    seen, blank = to_mnist(np.asarray(photo))
+    shaded, lit = seen[:, :14, 0].astype(float), seen[:, 14:, 0].astype(float)
+    # Ink reflects the same share of whatever light it gets: in the 28x28 both halves are equally strong.
+    assert not blank and shaded[shaded > 30].mean() >= 0.8 * lit[lit > 30].mean()
 
 
 def test_no_faint_rest_of_a_grid_stays_beside_a_digit_on_squared_paper():
