@@ -75,7 +75,7 @@ class Config:
     # Non-digits (`data.non_digits`) mixed into training, per training image, labelled -1: their target is even
     # over the classes, so the model learns to be unsure of them and a threshold declines them
     # (`core.types.DECLINE_BELOW`). An epoch stays as many images as the training set: each draws them from
-    # the digits and non-digits together. Only for data sets of digits (`data.sources.holds_digits`).
+    # the digits and non-digits together. Only for data sets of digits (`data.sources.trains_with_non_digits`).
     non_digits: float = 0.25
 
     # Run.

@@ -20,10 +20,10 @@ from mnist_tf.data.sources import (
     Source,
     augmentation,
     class_names,
-    holds_digits,
     load_split,
     split_names,
     train_size,
+    trains_with_non_digits,
 )
 
 EVAL_BATCH_SIZE = 1000
@@ -132,7 +132,7 @@ def make_datasets(cfg: Config, source: Source) -> Datasets:
     train_split, val_split = split_names(cfg, train_size(source))
     train = in_memory(load_split(train_split, source))
     examples = int(train.cardinality())
-    if cfg.non_digits and holds_digits(source):
+    if trains_with_non_digits(cfg, source):
         train = with_non_digits(train, cfg)
     validation = in_memory(load_split(val_split, source)) if cfg.validation_examples else None
     return Datasets(

@@ -220,8 +220,10 @@ def augmentation(source: Source) -> Augmentation:
 DIGITS = ("mnist", "emnist/digits", "emnist/mnist")
 
 
-def holds_digits(source: Source) -> bool:
-    return source.dataset in DIGITS
+def trains_with_non_digits(cfg: Config, source: Source) -> bool:
+    """Whether a run of `cfg` on `source` mixes non-digits into its training, and so declines what looks like
+    none of its classes: `cfg.non_digits` set, and the data set's classes are digits (`DIGITS`)."""
+    return bool(cfg.non_digits) and source.dataset in DIGITS
 
 
 def is_emnist(source: Source) -> bool:

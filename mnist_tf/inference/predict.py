@@ -9,7 +9,7 @@ drawing reaches the model in MNIST's form.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +64,16 @@ def predict(
         from mnist_tf.inference.client import predict_files_on_server
 
         return predict_files_on_server(server, paths)
+    return predictor(model)(paths)
+
+
+def predictor(model: str | Path) -> Callable[[Sequence[str | Path]], list[Prediction]]:
+    """`model` (any format `models` loads) loaded once, with its class names and decline threshold: files ->
+    predictions as `predict_files` gives them, for classifying many batches of files with one model."""
     from mnist_tf.inference.loading import class_names_of, decline_below_of, load_proba_fn
 
-    return predict_files(
-        load_proba_fn(model), paths, class_names=class_names_of(model), decline_below=decline_below_of(model)
-    )
+    proba_fn, names, decline_below = load_proba_fn(model), class_names_of(model), decline_below_of(model)
+    return lambda paths: predict_files(proba_fn, paths, class_names=names, decline_below=decline_below)
 
 
 def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:

@@ -17,8 +17,7 @@ from mnist_tf.core.contract import BYTES_INPUT_NAME, BYTES_SIGNATURE, CLASS_ID
 from mnist_tf.core.errors import UserError
 from mnist_tf.data.person_made import SETS, write_sets
 from mnist_tf.export.saved_model import keras_archive
-from mnist_tf.inference.loading import decline_below_of, load_proba_fn
-from mnist_tf.inference.predict import predict_files
+from mnist_tf.inference.predict import predictor
 
 
 def score_sets(
@@ -62,10 +61,8 @@ def serving_bytes_fn(saved_model: Path) -> Callable[[list[Path]], np.ndarray]:
 
 def predict_fn(model_path: Path) -> Callable[[list[Path]], np.ndarray]:
     """Files -> classes through `mnist-tf predict`'s path (-1: no digit, not a digit, or unreadable)."""
-    proba_fn, decline_below = load_proba_fn(model_path), decline_below_of(model_path)
-    return lambda paths: np.array(
-        [-1 if r.digit is None else r.digit for r in predict_files(proba_fn, paths, decline_below=decline_below)]
-    )
+    classify = predictor(model_path)
+    return lambda paths: np.array([-1 if r.digit is None else r.digit for r in classify(paths)])
 
 
 def evaluate_person_made(

@@ -104,7 +104,7 @@ def _calibrate(logits_fn: LogitsFn, cfg: Config, run: RunDir, source: sources.So
     split, held_out = sources.calibration_split(cfg, sources.train_size(source))
     images, labels = pipeline.arrays(split, source)
     # A model trained with non-digits declines what looks like none (`core.types.DECLINE_BELOW`).
-    declines = bool(cfg.non_digits) and sources.holds_digits(source)
+    declines = sources.trains_with_non_digits(cfg, source)
     fitted = calibration.calibrate(
         metrics.in_batches(logits_fn, images),
         labels,
