@@ -423,7 +423,13 @@ def _ink(pixels):
     # (two pixels around what is ink) stay.
     soft = tf.cond(lines, lambda: soft * plane(dilate(dilate(as_image(tf.cast(mask, tf.float32))))), lambda: soft)
     # A page photographed at a tilt (the table at its corners) is turned back: its digit was written upright on it.
-    cos, sin, tilted = _page_tilt(mask)
+    # (A corner's triangle is ink at the corner itself: with fewer than three such corners, nothing to measure.)
+    corners = tf.stack([mask[0, 0], mask[0, -1], mask[-1, 0], mask[-1, -1]])
+    cos, sin, tilted = tf.cond(
+        tf.reduce_sum(tf.cast(corners, tf.int32)) >= 3,
+        lambda: _page_tilt(mask),
+        lambda: (tf.constant(1.0), tf.constant(0.0), tf.constant(False)),
+    )
     soft = tf.cond(tilted, lambda: _turned(soft, cos, sin), lambda: soft)
     return soft, has_ink & (tf.reduce_max(soft) > 0.0)
 

@@ -16,6 +16,7 @@ def _tf():
     return tf
 
 
+SHORT_WINDOW = 8  # Windows up to this long, of a length known when the graph is built, are shifted copies.
 BINS = 1024  # Percentiles and Otsu's threshold read a histogram of this many bins over [0, 1]: O(pixels), no sort.
 
 
@@ -138,10 +139,6 @@ def regions(mask):
     tf = _tf()
     h, w = tf.shape(mask)[0], tf.shape(mask)[1]
     numbers = tf.reshape(tf.range(1, h * w + 1), [h, w])
-    around = tf.pad(numbers, [[1, 1], [1, 1]])  # 0: outside the picture, whose label is always 0.
-    neighbours = tf.reshape(
-        tf.stack([around[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=2), [-1, 9]
-    )
     keep = tf.reshape(tf.cast(mask, tf.int32), [-1])
 
     def label_of(labels, cells):  # labels: [h*w] for cells 1..h*w; cell 0 (none) has label 0.
@@ -149,8 +146,8 @@ def regions(mask):
 
     def turn(labels, _):
         grown = labels
-        for _ in range(2):
-            grown = tf.reduce_max(label_of(grown, neighbours), axis=1) * keep
+        for _ in range(2):  # The largest label around each cell (outside the picture: 0), on ink only.
+            grown = tf.reshape(plane(dilate(as_image(tf.reshape(grown, [h, w])))), [-1]) * keep
         for _ in range(2):
             grown = label_of(grown, grown)
         return grown, tf.reduce_any(tf.not_equal(grown, labels))
@@ -178,40 +175,50 @@ def shift(x, k, axis, fill):
 def window(x, length, axis, combine, fill):
     """[h,w] -> each pixel combined (tf.maximum, tf.minimum) over the `length` pixels centred on it along `axis`.
 
-    A running maximum over any length in log2(length) doublings (van Herk's idea, without its kernels):
-    `power` holds the combination over 2^b pixels, and the bits of `length` pick which of them to join, so a
-    window of 300 pixels costs 9 steps of sliced copies, not 300. The doublings are one loop that stops at
-    the length's highest bit: a 3-pixel window costs 2 steps, and the graph holds the step once. Pixels
-    outside the picture are `fill`.
+    Any length in log2(length) doublings, with no kernel of its own: `power` combines runs of `step` pixels,
+    doubled (two runs side by side) while twice the run still fits in the window; then the window is the union
+    of two runs of `step` pixels, one at its start and one at its end, which overlap (min and max do not mind).
+    A window of 300 pixels costs 8 steps of sliced copies, not 300, and the graph holds the step once.
+    Pixels outside the picture are `fill`.
     """
     tf = _tf()
+    if isinstance(length, int) and length <= SHORT_WINDOW:
+        return _short_window(x, max(length, 1), axis, combine, fill)
     length = tf.maximum(tf.cast(length, tf.int32), 1)
     n = tf.shape(x)[axis]
-    # Padded before by half a window and after by two, so that every slice below lies inside the padding.
-    margin = length // 2 + 1
+    before = length // 2  # The window of pixel i is [i - before, i - before + length).
     along = tf.one_hot(axis, 2, on_value=1, off_value=0, dtype=tf.int32)
-    padded = tf.pad(x, along[:, None] * tf.stack([margin, 2 * length + 1]), constant_values=fill)
+    padded = tf.pad(x, along[:, None] * tf.stack([before, length]), constant_values=fill)
 
     def part(values, start, size):  # values[start : start + size] along `axis`
         return tf.slice(values, along * start, tf.where(along == 1, size, tf.shape(values)))
 
-    def double(acc, offset, power, step):
-        # power[j] combines padded[j : j + step]; acc[i] combines the window's first `offset + length // 2`.
-        use = tf.math.floormod(length // step, 2) == 1
-        acc = tf.where(use, combine(acc, part(power, margin + offset, n)), acc)
-        offset = offset + tf.where(use, step, 0)
+    def double(power, step):  # power[j] combines padded[j : j + step]
         rest = tf.shape(power)[axis] - step
-        power = combine(part(power, 0, rest), part(power, step, rest))
-        return acc, offset, power, step * 2
+        return combine(part(power, 0, rest), part(power, step, rest)), step * 2
 
-    # The window holds the pixel itself, and min and max are idempotent: the pixel is where the combining starts.
-    unknown = tf.TensorShape([None, None])
-    return tf.while_loop(
-        lambda acc, offset, power, step: step <= length,
+    power, step = tf.while_loop(
+        lambda power, step: step * 2 <= length,
         double,
-        (x, -(length // 2), padded, tf.constant(1)),
-        shape_invariants=(unknown, tf.TensorShape([]), unknown, tf.TensorShape([])),
-    )[0]
+        (padded, tf.constant(1)),
+        shape_invariants=(tf.TensorShape([None, None]), tf.TensorShape([])),
+    )
+    return combine(part(power, 0, n), part(power, length - step, n))
+
+
+def _short_window(x, length, axis, combine, fill):
+    """`window` for a length known when the graph is built: the `length` shifted copies combined, no loop."""
+    tf = _tf()
+    before = length // 2
+    padding = [[0, 0], [0, 0]]
+    padding[axis] = [before, length - 1 - before]
+    padded = tf.pad(x, padding, constant_values=fill)
+    size = tf.shape(x)
+    result = None
+    for k in range(length):
+        part = tf.slice(padded, [k, 0] if axis == 0 else [0, k], size)
+        result = part if result is None else combine(result, part)
+    return result
 
 
 def opening(x, rows, cols):

@@ -26,10 +26,12 @@ def test_window_is_the_sliding_minimum_and_maximum(shape, length):
     import tensorflow as tf
 
     x = np.random.default_rng(length * 100 + shape[0]).random(shape).astype(np.float32)
-    for axis in (0, 1):
-        for combine, np_combine, fill in ((tf.maximum, np.maximum, -1e9), (tf.minimum, np.minimum, 1e9)):
-            got = ops.window(tf.constant(x), length, axis, combine, fill).numpy()
-            np.testing.assert_array_equal(got, sliding(x, length, axis, np_combine, fill))
+    # A length known when the graph is built (short ones are shifted copies) and one known only when it runs.
+    for given in (length, tf.constant(length)):
+        for axis in (0, 1):
+            for combine, np_combine, fill in ((tf.maximum, np.maximum, -1e9), (tf.minimum, np.minimum, 1e9)):
+                got = ops.window(tf.constant(x), given, axis, combine, fill).numpy()
+                np.testing.assert_array_equal(got, sliding(x, length, axis, np_combine, fill))
 
 
 def test_opening_removes_what_the_rectangle_does_not_fit_in():
@@ -41,3 +43,36 @@ def test_opening_removes_what_the_rectangle_does_not_fit_in():
     opened = ops.opening(tf.constant(x), 9, 9).numpy()
     np.testing.assert_array_equal(opened[5:20, 5:20], 1.0)
     assert opened[25].max() == 0.0
+
+
+def connected(mask: np.ndarray) -> np.ndarray:
+    """Each ink cell labelled with the largest cell number (1 + row * w + col) of its 8-connected region."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), np.int32)
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        region, todo = [start], [start]
+        labels[start] = -1
+        while todo:
+            y, x = todo.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = -1
+                        region.append((ny, nx))
+                        todo.append((ny, nx))
+        largest = max(1 + y * w + x for y, x in region)
+        for cell in region:
+            labels[cell] = largest
+    return labels
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 12), (9, 1), (20, 20), (48, 31)])
+@pytest.mark.parametrize("density", [0.2, 0.45, 0.7])
+def test_regions_labels_each_8_connected_region_with_its_largest_cell_number(shape, density):
+    import tensorflow as tf
+
+    mask = np.random.default_rng(int(density * 100) + shape[0]).random(shape) < density
+    np.testing.assert_array_equal(ops.regions(tf.constant(mask)).numpy(), connected(mask))
