@@ -167,6 +167,77 @@ def direct_calls(version_dir: Path, png: bytes, seconds: float) -> dict[str, Any
     return {"calls": len(latencies), **latency_summary(latencies, time.perf_counter() - start)}
 
 
+STAGE_PICTURES = ("photo", "ruled")  # Besides the request's own PNG: the same digit as people photograph it.
+
+
+def stage_costs(png: bytes, seconds: float = 0.2, repeats: int = 7) -> list[dict[str, Any]]:
+    """The preprocessing's cost stage by stage (`mnist_form.STEPS`), in this process, for the request's PNG and
+    for its digit photographed (`STAGE_PICTURES`, drawn as `evaluate --person-made` draws them).
+
+    Each stage's function also runs the stages before it: a stage costs its median time (over `repeats`
+    timings of about `seconds` each) less the one before (the first, less an empty graph call's). A row per
+    picture: its size and each stage's milliseconds."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from mnist_tf.data.person_made import render
+    from mnist_tf.imaging.decode import pillow_pixels
+    from mnist_tf.imaging.mnist_form import stage_functions
+
+    def pixels(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as image:
+            return pillow_pixels(image)
+
+    digit = pixels(png)[..., 0] * 255
+    pictures = [("the request's PNG", pixels(png))] + [
+        (kind, pixels(render(digit.astype(np.uint8), kind, np.random.RandomState(0))[0])) for kind in STAGE_PICTURES
+    ]
+    empty = tf.function(tf.identity, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    functions = [("a graph call, empty", empty), *stage_functions()]
+    # Each stage's function is traced once, but they share their Python code, which TensorFlow's check for a
+    # function traced again and again in a loop counts as one function: its warning would be a false alarm.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        for _, fn in functions:
+            fn(tf.zeros([1, 1, 1]))
+    finally:
+        logger.setLevel(level)
+    rows = []
+    for picture, array in pictures:
+        x = tf.constant(array)
+        times: dict[str, list[float]] = {name: [] for name, _ in functions}
+        for name, fn in functions:  # warmed up
+            for _ in range(3):
+                fn(x)
+        calls = max(1, int(seconds / max(_seconds(functions[-1][1], x), 1e-6)))
+        for _ in range(repeats):  # the stages in turn, so that a drift of the machine's speed reaches all alike
+            for name, fn in functions:
+                times[name].append(_seconds(fn, x, calls))
+        medians = [float(np.median(times[name])) * 1000 for name, _ in functions]
+        stages = {name: round(max(0.0, b - a), 3) for (name, _), a, b in zip(functions[1:], medians, medians[1:])}
+        rows.append(
+            {
+                "picture": picture,
+                "size": list(array.shape[:2]),
+                "whole_ms": round(medians[-1] - medians[0], 3),
+                "stages_ms": stages,
+            }
+        )
+    return rows
+
+
+def _seconds(fn: Callable, x: Any, calls: int = 1) -> float:
+    """Seconds per call of `fn(x)` over `calls` calls."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn(x)
+    return (time.perf_counter() - start) / calls
+
+
 def _percent(end: float | None, start: float | None, seconds: float) -> float | None:
     """CPU time between two readings as a percentage of one core over `seconds`."""
     return None if end is None or start is None else round(100 * (end - start) / seconds, 1)
@@ -213,6 +284,8 @@ def benchmark(
     finally:
         status = server.stop()
     progress(f"serve: the same signature called in-process for {seconds:g} s")
+    direct = direct_calls(Path(version_dir), png, seconds)
+    progress("serve: the preprocessing's cost stage by stage, in-process")
     return {
         "model": str(version_dir),
         "request": f"one {len(png)}-byte PNG (REST: as b64; gRPC: a TensorProto), signature {BYTES_SIGNATURE}",
@@ -220,7 +293,8 @@ def benchmark(
         "rows": rows,
         "server_peak_rss_mib": None if peak is None else round(peak, 1),
         "server_exit_status": status,
-        "direct": direct_calls(Path(version_dir), png, seconds),
+        "direct": direct,
+        "preprocessing_stages": stage_costs(png, seconds / 100),
     }
 
 
@@ -243,6 +317,16 @@ def table(result: dict[str, Any]) -> str:
         f"| in-process | no server | {d['requests_per_second']:,.0f} | {d['p50_ms']} | {d['p99_ms']} | {d['calls']:,} "
         "| | | | | |"
     )
+    stages = result.get("preprocessing_stages")
+    if stages:
+        lines += [
+            "\nThe preprocessing stage by stage, in-process, ms (each stage's time less the stages before it):",
+            "\n| stage | " + " | ".join(f"{r['picture']} ({r['size'][1]}x{r['size'][0]})" for r in stages) + " |",
+            "| --- |" + " ---: |" * len(stages),
+        ]
+        for name in stages[0]["stages_ms"]:
+            lines.append(f"| {name} | " + " | ".join(f"{r['stages_ms'][name]:.2f}" for r in stages) + " |")
+        lines.append("| the whole preprocessing | " + " | ".join(f"{r['whole_ms']:.2f}" for r in stages) + " |")
     return "\n".join(lines)
 
 

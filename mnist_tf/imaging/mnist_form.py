@@ -393,17 +393,34 @@ def _turned(ink, cos, sin):
     return turned
 
 
-def _ink(pixels):
-    """The ink of a picture, light on black, in [0,1] at working size [h,w], and whether there is any."""
+def _working(pixels):
+    """Steps 1-3: the picture's pixels -> grey [h,w] at working size, the ink light on black."""
     tf = _tf()
-    ink = _oriented(plane(_shrink(_grey(pixels))))
-    ink = _flatten_lighting(_without_shading(ink))
+    finite = tf.abs(pixels) < float("inf")  # NaN and infinities count as black.
+    pixels = tf.where(finite, tf.clip_by_value(pixels, 0.0, 1.0), 0.0)
+    return _oriented(plane(_shrink(_grey(pixels))))
+
+
+def _lit(ink):
+    """Step 4: light and shade taken away."""
+    return _flatten_lighting(_without_shading(ink))
+
+
+def _unlined(ink):
+    """Step 5: (the ink without ruled and grid lines, whether any were taken, and the ink's cut, presence, peak)."""
+    tf = _tf()
     cut, has_ink, peak = _cut(ink)
     ink, lines = _without_lines(ink, ink > 0.5 * cut)
     # Without lines the ink is unchanged, and so is its cut. With them, what the lines left is faint beside the
     # pen, and would join the digit and widen its box: ink is what reaches LINE_CUT of the strongest stroke
     # (the strokes' soft edges still ramp down from the cut, below).
     cut, has_ink, peak = tf.cond(lines, lambda: _cut(ink), lambda: (cut, has_ink, peak))
+    return ink, lines, cut, has_ink, peak
+
+
+def _ink(ink, lines, cut, has_ink, peak):
+    """Steps 6-8: the strokes, light on black, in [0,1] at working size [h,w], and whether there are any."""
+    tf = _tf()
     mask = ink > tf.where(lines, tf.maximum(cut, LINE_CUT * peak), cut)
     edges = _edge_bands(mask)
     mask = mask & tf.logical_not(edges)
@@ -461,13 +478,45 @@ def to_mnist_tensor(pixels):
     C is 1 (grey), 2 (grey and alpha), 3 (RGB) or 4 (RGBA); H and W at least 1.
     """
     tf = _tf()
-    pixels = tf.convert_to_tensor(pixels, tf.float32)
-    finite = tf.abs(pixels) < float("inf")  # NaN and infinities count as black.
-    pixels = tf.where(finite, tf.clip_by_value(pixels, 0.0, 1.0), 0.0)
-    ink, has_ink = _ink(pixels)
+    state = tf.convert_to_tensor(pixels, tf.float32)
+    for _, step in STEPS:
+        state = step(state)
+    return state
+
+
+def _placed(ink, has_ink):
+    """Step 9: (uint8 [28,28,1] in MNIST's form, blank)."""
+    tf = _tf()
     image = tf.cond(has_ink, lambda: _fit(ink), lambda: tf.zeros([IMAGE_SIZE, IMAGE_SIZE]))
     image = tf.reshape(image, [IMAGE_SIZE, IMAGE_SIZE, 1])
     return tf.cast(tf.round(image * 255.0), tf.uint8), tf.logical_not(has_ink)
+
+
+# The preprocessing as the steps of the module's docstring, each taking what the one before gives.
+STEPS = (
+    ("grey, shrink, polarity", _working),
+    ("light and shade", _lit),
+    ("ruled and grid lines", _unlined),
+    ("ink, specks, tilt", lambda state: _ink(*state)),
+    ("fit to 28x28", lambda state: _placed(*state)),
+)
+
+
+def stage_functions():
+    """For costing the preprocessing stage by stage: (name, a `tf.function` of float32 pixels [H,W,C] that runs
+    every step up to and including that one) for each of STEPS; a stage's cost is its time less the one before."""
+    tf = _tf()
+
+    def up_to(count):
+        def run(pixels):
+            state = tf.convert_to_tensor(pixels, tf.float32)
+            for _, step in STEPS[:count]:
+                state = step(state)
+            return state
+
+        return tf.function(run, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+
+    return [(name, up_to(i + 1)) for i, (name, _) in enumerate(STEPS)]
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from mnist_tf import benchmark, config
 from mnist_tf.benchmark import inference, measurements, references, training
 from mnist_tf.data.sources import Source
 from mnist_tf.evaluation import plots
+from mnist_tf.imaging import mnist_form
 
 
 @pytest.mark.slow
@@ -84,6 +85,14 @@ def test_serve_part_loads_a_real_server_and_calls_the_model_directly(tmp_path, t
     assert serve["direct"]["calls"] > 0 and serve["direct"]["p50_ms"] > 0
     table = benchmark.tables(result)
     assert "| REST | 32 |" in table and "| gRPC | 32 |" in table and "| in-process | no server |" in table
+    # The preprocessing costed stage by stage, for the request's 28x28 PNG and its digit photographed.
+    stages = serve["preprocessing_stages"]
+    assert stages[0]["size"] == [28, 28] and all(min(r["size"]) > 100 for r in stages[1:])
+    for row in stages:
+        assert list(row["stages_ms"]) == [name for name, _ in mnist_form.STEPS]
+        assert row["whole_ms"] > 0 and min(row["stages_ms"].values()) >= 0
+    assert stages[1]["whole_ms"] > stages[0]["whole_ms"]  # a photo costs more than 28x28 pixels
+    assert "| the whole preprocessing |" in table
 
 
 def _torch_python_for_tests():
