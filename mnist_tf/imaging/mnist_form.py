@@ -477,9 +477,14 @@ def to_mnist_tensor(pixels):
 
     C is 1 (grey), 2 (grey and alpha), 3 (RGB) or 4 (RGBA); H and W at least 1.
     """
+    return _through(pixels, STEPS)
+
+
+def _through(pixels, steps):
+    """What `steps` (pairs of name and step, from STEPS) make of float32 pixels [H,W,C], one after another."""
     tf = _tf()
     state = tf.convert_to_tensor(pixels, tf.float32)
-    for _, step in STEPS:
+    for _, step in steps:
         state = step(state)
     return state
 
@@ -508,13 +513,10 @@ def stage_functions():
     tf = _tf()
 
     def up_to(count):
-        def run(pixels):
-            state = tf.convert_to_tensor(pixels, tf.float32)
-            for _, step in STEPS[:count]:
-                state = step(state)
-            return state
-
-        return tf.function(run, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+        return tf.function(
+            lambda pixels: _through(pixels, STEPS[:count]),
+            input_signature=[tf.TensorSpec([None, None, None], tf.float32)],
+        )
 
     return [(name, up_to(i + 1)) for i, (name, _) in enumerate(STEPS)]
 
