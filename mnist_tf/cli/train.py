@@ -39,7 +39,12 @@ def _duration(text: str) -> float:
     type=click.IntRange(0),
     help=f"Seed for weights, shuffling, dropout, augmentation [preset's: {preset_values('seed')}].",
 )
-@click.option("--augment/--no-augment", default=None, help="Random shifts, rotations and zooms [preset's].")
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Augment the training images as suits the data: pens, blur, small turns, shifts and zooms for digits, "
+    "a mirror for clothes (docs/datasets.md) [preset's].",
+)
 @click.option("--train-examples", type=click.IntRange(1), help="Train on the first N examples only (quick runs).")
 @click.option(
     "--validation-examples",

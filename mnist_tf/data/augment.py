@@ -108,14 +108,18 @@ class RandomAffine(keras.layers.Layer):
         )
 
 
-def augmenter(seed: int, pens: bool = True, mirror: bool = False, blur: float = 0.0) -> keras.Sequential:
+def augmenter(
+    seed: int, pens: bool = True, mirror: bool = False, blur: float = 0.0, affine: bool = True
+) -> keras.Sequential | None:
     """Pen width (see `RandomStrokeWidth`; `pens`, for pen-drawn data such as digits), a `blur` share out of
-    focus (see `RandomBlur`), a left-right mirror
-    for half the images (`mirror`, for data a mirror does not change, such as clothes), then small random
-    rotations (±10°), shifts (±10%) and zooms (±10%) in one resampling (see `RandomAffine`)."""
+    focus (see `RandomBlur`), a left-right mirror for half the images (`mirror`, for data a mirror does not
+    change, such as clothes), then small random rotations (±10°), shifts (±10%) and zooms (±10%) in one
+    resampling (`affine`, for data whose pictures vary so; see `RandomAffine`). None when none of them is asked for."""
     layers = [RandomStrokeWidth(seed=seed + 3)] if pens else []
     if blur:
         layers.append(RandomBlur(blur, seed=seed + 7))
     if mirror:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 5))
-    return keras.Sequential([*layers, RandomAffine(seed=seed)], name="augment")
+    if affine:
+        layers.append(RandomAffine(seed=seed))
+    return keras.Sequential(layers, name="augment") if layers else None

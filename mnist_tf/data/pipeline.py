@@ -77,9 +77,13 @@ def train_pipeline(
     if epoch_examples is not None and epoch_examples < size:
         ds = ds.take(epoch_examples)  # another draw each epoch: the shuffle's order changes
     ds = ds.batch(cfg.batch_size)
-    if cfg.augment:
-        kind = augmentation or Augmentation()
-        layers = augmenter(cfg.seed, pens=kind.pens, mirror=kind.mirror, blur=cfg.blur if kind.pens else 0.0)
+    kind = augmentation or Augmentation()
+    layers = (
+        augmenter(cfg.seed, pens=kind.pens, mirror=kind.mirror, blur=cfg.blur if kind.pens else 0.0, affine=kind.affine)
+        if cfg.augment
+        else None
+    )
+    if layers is not None:
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             moved = layers(tf.cast(images, tf.float32), training=True)

@@ -60,6 +60,23 @@ def test_augmentation_moves_pixels_but_keeps_dtype_labels_and_ink(mock_mnist):
     assert np.all(ink > 0.5) and np.all(ink < (12 * 12 / 64) * 1.1**2 + 0.1)
 
 
+def test_centred_pictures_are_only_mirrored_not_turned_shifted_or_zoomed(mock_mnist):
+    raw = sources.load_split("train", mock_mnist).map(  # an L of ink off the centre: a mirror moves it
+        lambda x, y: (tf.pad(tf.fill([9, 4, 1], tf.constant(255, tf.uint8)), [[5, 14], [3, 21], [0, 0]]), y)
+    )
+    cfg = config.DEFAULT.replace(batch_size=64, augment=True, deterministic=True)
+    clothes = sources.augmentation(sources.Source(dataset="fashion_mnist"))
+    plain = next(iter(pipeline.train_pipeline(raw, cfg.replace(augment=False), clothes)))[0].numpy()
+    moved = next(iter(pipeline.train_pipeline(raw, cfg, clothes)))[0].numpy()
+    mirrored = np.array([np.array_equal(m, p[:, ::-1]) for m, p in zip(moved, plain)])
+    unchanged = np.array([np.array_equal(m, p) for m, p in zip(moved, plain)])
+    assert np.all(mirrored | unchanged)  # no turn, shift or zoom: every pixel where it was, or mirrored
+    assert 0.2 < mirrored.mean() < 0.8
+    digits = next(iter(pipeline.train_pipeline(raw, cfg)))[0].numpy()  # digits are turned, shifted and zoomed
+    moved_digits = [not np.array_equal(d, p) and not np.array_equal(d, p[:, ::-1]) for d, p in zip(digits, plain)]
+    assert np.mean(moved_digits) > 0.5
+
+
 def _square_batch(n: int) -> np.ndarray:
     square = np.zeros((n, 28, 28, 1), np.float32)
     square[:, 10:18, 10:18] = 255.0  # an 8x8 square centred on the image's centre (13.5, 13.5)

@@ -92,9 +92,12 @@ def test_each_tfds_name_gives_its_class_names_without_preparing():
     assert sources.class_names(sources.Source(dataset="kmnist"))[:2] == ("o", "ki")
     assert len(sources.class_names(sources.Source(dataset="emnist/digits"))) == 10
     assert sources.augmentation(sources.Source(dataset="fashion_mnist")) == sources.Augmentation(
-        pens=False, mirror=True
+        pens=False, mirror=True, affine=False
     )
-    assert sources.augmentation(sources.Source()) == sources.Augmentation(pens=True, mirror=False)
+    assert sources.augmentation(sources.Source()) == sources.Augmentation(pens=True, mirror=False, affine=True)
+    assert sources.augmentation(sources.Source(dataset="/data/my-idx")) == sources.Augmentation(
+        pens=False, mirror=False, affine=True
+    )
 
 
 def test_emnist_images_are_put_upright(mock_mnist, monkeypatch):
