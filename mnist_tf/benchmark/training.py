@@ -232,6 +232,8 @@ def preset_run(
 ) -> dict[str, Any]:
     """One `accuracy_run` of preset `name` with `seed` in RUNS_DIR/NAME-seedSEED, reported to `progress` by `part`."""
     progress(f"{part}: training preset {name}, seed {seed} (a full run)")
-    run = accuracy_run(preset(name).replace(seed=seed), runs_dir / f"{name}-seed{seed}", source, threads)
+    run = accuracy_run(
+        preset(name, source.dataset).replace(seed=seed), runs_dir / f"{name}-seed{seed}", source, threads
+    )
     progress(f"  -> {run_line(run)}")
     return run

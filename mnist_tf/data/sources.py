@@ -224,6 +224,12 @@ def augmentation(source: Source) -> Augmentation:
     )
 
 
+def reads_mirrored(source: Source) -> bool:
+    """Whether a model of the data set reads each picture and its mirror image and averages the two
+    (`modeling.network.mirror_averaged`): for data a mirror leaves in its class (`MIRROR_INVARIANT`)."""
+    return source.dataset in MIRROR_INVARIANT
+
+
 # Data sets of handwritten digits 0-9: the non-digits a run may train with (`Config.non_digits`) are declined
 # as "not a digit" only where the classes are digits.
 DIGITS = ("mnist", "emnist/digits", "emnist/mnist")

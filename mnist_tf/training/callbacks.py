@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from mnist_tf.core.files import atomic_path, disk_errors
-from mnist_tf.modeling.network import standard_copy
+from mnist_tf.modeling.network import mirror_averaged, standard_copy
 from mnist_tf.training import signals
 
 
@@ -23,12 +23,16 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
     choice cost 0.01-0.05 points of test accuracy (docs/performance.md).
     Keras' ModelCheckpoint writes in place, so a kill mid-save would leave a
     truncated `model.keras`; here a reader sees the old file or the new one.
+
+    With `mirrored`, the saved model reads each image and its mirror image and averages the two
+    logits (`mirror_averaged`); the network trains alone.
     """
 
-    def __init__(self, path: Path, save_at_start: bool = False):
+    def __init__(self, path: Path, save_at_start: bool = False, mirrored: bool = False):
         super().__init__()
         self.path = Path(path)
         self.save_at_start = save_at_start
+        self.mirrored = mirrored
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         # A resumed run starts from its resume state, which a stop between the two writes can leave
@@ -43,7 +47,8 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
 
     def save(self) -> None:
         with atomic_path(self.path, "the model") as tmp:
-            standard_copy(self.model).save(tmp)
+            model = standard_copy(self.model)
+            (mirror_averaged(model) if self.mirrored else model).save(tmp)
 
 
 class HistoryLogger(keras.callbacks.CSVLogger):

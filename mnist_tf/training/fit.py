@@ -134,7 +134,7 @@ def train(
         found = resume.latest_state(run.backup)
         guard = [budget.BudgetGuard(plan.seconds_left(epochs_done=found[1] if found else 0))]
     model = _build(run_cfg, dist, datasets.train_examples, len(datasets.class_names))
-    fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks])
+    fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks], sources.reads_mirrored(source))
     return Trained(run_cfg, precision_decision, dist, datasets, data_seconds, fitted, plan)
 
 
@@ -183,7 +183,11 @@ class Fitted:
 
 
 def _callbacks(
-    run: RunDir, state: resume.ResumeState, resuming: bool, extra: Sequence[keras.callbacks.Callback]
+    run: RunDir,
+    state: resume.ResumeState,
+    resuming: bool,
+    extra: Sequence[keras.callbacks.Callback],
+    mirrored: bool = False,
 ) -> list[keras.callbacks.Callback]:
     """`fit`'s callbacks, in order.
 
@@ -194,7 +198,7 @@ def _callbacks(
         keras.callbacks.TerminateOnNaN(),
         HistoryLogger(str(run.history), append=True),
         state,  # restores before LastGoodCheckpoint saves the restored model
-        LastGoodCheckpoint(run.model, save_at_start=resuming),
+        LastGoodCheckpoint(run.model, save_at_start=resuming, mirrored=mirrored),
         keras.callbacks.TensorBoard(str(run.logs), profile_batch=0),
         *extra,
         StopOnSignal(),  # last: an epoch that ends as a dropped Ctrl-C is found keeps its row and checkpoint
@@ -207,11 +211,13 @@ def _fit(
     datasets: pipeline.Datasets,
     run: RunDir,
     extra_callbacks: Sequence[keras.callbacks.Callback],
+    mirrored: bool = False,
 ) -> Fitted:
-    """Trains the epochs of `cfg` an interrupted run has not finished; refuses a loss that became NaN or inf."""
+    """Trains the epochs of `cfg` an interrupted run has not finished; refuses a loss that became NaN or inf.
+    With `mirrored` the saved model averages each image's reading with its mirror image's (`LastGoodCheckpoint`)."""
     state = resume.ResumeState(run.backup)
     epochs_before, resuming = state.epoch, state.path is not None
-    callbacks = _callbacks(run, state, resuming, extra_callbacks)
+    callbacks = _callbacks(run, state, resuming, extra_callbacks, mirrored)
     resume.trim_history(run.history, epochs_before)
     if resuming:
         print(f"Resuming the interrupted run in {run.path} after epoch {epochs_before}", file=sys.stderr)

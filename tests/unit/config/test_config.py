@@ -19,6 +19,15 @@ def test_seed_preset_is_the_seed_recipe():
     assert seed.schedule == "constant" and seed.stages == ((32, 64),) and seed.dense_units == (128,)
 
 
+def test_the_default_preset_on_clothes_is_a_wider_network_trained_twice_as_long():
+    clothes = config.preset("default", "fashion_mnist")
+    assert clothes.stages == ((32,), (64, 64), (128,)) and clothes.dense_units == (256,) and clothes.epochs == 20
+    assert clothes.replace(stages=config.DEFAULT.stages, dense_units=(128,), epochs=10) == config.DEFAULT
+    for dataset in (None, "mnist", "kmnist", "emnist/digits", "/data/my-idx"):
+        assert config.preset("default", dataset) == config.DEFAULT
+    assert config.preset("fast", "fashion_mnist") == config.FAST
+
+
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(UserError, match="default, fast, seed"):
         config.preset("huge")

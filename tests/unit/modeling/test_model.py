@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -225,3 +226,21 @@ def test_a_non_digit_is_trained_towards_even_probabilities_and_left_out_of_accur
     assert np.isclose(float(accuracy.result()), 1.0)  # both digits right; the non-digit does not count
     accuracy.update_state(tf.constant([2]), logits[:1])
     assert np.isclose(float(accuracy.result()), 2 / 3)
+
+
+def test_a_mirror_averaged_model_reads_an_image_and_its_mirror_alike_and_opens_with_plain_keras(tmp_path):
+    from mnist_tf.modeling.network import float32_copy, mirror_averaged
+
+    model = build_model(config.FAST)
+    averaged = mirror_averaged(model)
+    assert len(averaged.weights) == len(model.weights) + 1  # the network's own, shared, and the fixed mirror
+    images = np.random.default_rng(2).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    mirrored = images[:, :, ::-1]
+    both = (model(images, training=False) + model(mirrored, training=False)) / 2
+    np.testing.assert_allclose(averaged(images, training=False), both, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(averaged(mirrored, training=False), both, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(model(images, training=False), both, atol=1e-3)  # one reading is not the average
+    averaged.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")  # no mnist_tf class needed
+    np.testing.assert_allclose(loaded(images, training=False), both, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float32_copy(loaded)(images, training=False), both, rtol=1e-5, atol=1e-5)
