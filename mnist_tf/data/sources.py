@@ -224,10 +224,13 @@ def augmentation(source: Source) -> Augmentation:
     )
 
 
-def reads_mirrored(source: Source) -> bool:
-    """Whether a model of the data set reads each picture and its mirror image and averages the two
-    (`modeling.network.mirror_averaged`): for data a mirror leaves in its class (`MIRROR_INVARIANT`)."""
-    return source.dataset in MIRROR_INVARIANT
+def reads_mirrored(cfg: Config, source: Source) -> bool:
+    """Whether a run of `cfg` on `source` saves a model that reads each picture and its mirror image and
+    averages the two (`modeling.network.mirror_averaged`): for data a mirror leaves in its class
+    (`MIRROR_INVARIANT`), trained with augmentation, and so with mirror images. A network trained without them
+    reads mirror images badly: all of Fashion-MNIST's shoes point left, and averaging in the mirror reading cost
+    `fast` (no augmentation) 5-8 points there (docs/performance.md#fashion-mnist)."""
+    return cfg.augment and source.dataset in MIRROR_INVARIANT
 
 
 # Data sets of handwritten digits 0-9: the non-digits a run may train with (`Config.non_digits`) are declined

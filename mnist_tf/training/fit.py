@@ -134,7 +134,7 @@ def train(
         found = resume.latest_state(run.backup)
         guard = [budget.BudgetGuard(plan.seconds_left(epochs_done=found[1] if found else 0))]
     model = _build(run_cfg, dist, datasets.train_examples, len(datasets.class_names))
-    fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks], sources.reads_mirrored(source))
+    fitted = _fit(model, run_cfg, datasets, run, [*guard, *extra_callbacks], sources.reads_mirrored(run_cfg, source))
     return Trained(run_cfg, precision_decision, dist, datasets, data_seconds, fitted, plan)
 
 

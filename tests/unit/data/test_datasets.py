@@ -100,6 +100,15 @@ def test_each_tfds_name_gives_its_class_names_without_preparing():
     )
 
 
+def test_only_a_model_trained_with_mirror_images_reads_pictures_mirrored_too():
+    clothes, digits = sources.Source(dataset="fashion_mnist"), sources.Source()
+    assert sources.reads_mirrored(config.DEFAULT, clothes)
+    assert not sources.reads_mirrored(config.DEFAULT.replace(augment=False), clothes)
+    assert not sources.reads_mirrored(config.FAST, clothes)  # no augmentation: it never saw a shoe point right
+    assert not sources.reads_mirrored(config.DEFAULT, digits)
+    assert not sources.reads_mirrored(config.DEFAULT, sources.Source(dataset="/data/my-idx"))
+
+
 def test_emnist_images_are_put_upright(mock_mnist, monkeypatch):
     import tensorflow_datasets as tfds
 
