@@ -226,11 +226,11 @@ def augmentation(source: Source) -> Augmentation:
 
 def reads_mirrored(cfg: Config, source: Source) -> bool:
     """Whether a run of `cfg` on `source` saves a model that reads each picture and its mirror image and
-    averages the two (`modeling.network.mirror_averaged`): for data a mirror leaves in its class
-    (`MIRROR_INVARIANT`), trained with augmentation, and so with mirror images. A network trained without them
+    averages the two (`modeling.network.mirror_averaged`): a run trained with mirror images (augmentation on,
+    and the mirror among the augmentations that suit the data set). A network trained without them
     reads mirror images badly: all of Fashion-MNIST's shoes point left, and averaging in the mirror reading cost
     `fast` (no augmentation) 5-8 points there (docs/performance.md#fashion-mnist)."""
-    return cfg.augment and source.dataset in MIRROR_INVARIANT
+    return cfg.augment and augmentation(source).mirror
 
 
 # Data sets of handwritten digits 0-9: the non-digits a run may train with (`Config.non_digits`) are declined
