@@ -78,9 +78,8 @@ def train_pipeline(
         ds = ds.take(epoch_examples)  # another draw each epoch: the shuffle's order changes
     ds = ds.batch(cfg.batch_size)
     kind = augmentation or Augmentation()
-    # Another pen for digits only: a non-digit (label -1) keeps the strokes it was drawn with. Redrawn thick, the
-    # scribbles and hatching among them looked like thick digits, and the model declined fewer of them
-    # (docs/person-made.md#not-a-digit).
+    # Another pen for digits only: a non-digit (label -1) keeps the strokes it was drawn with. Models trained so
+    # decline 2-3 points more of the held-out pictures without a digit (docs/person-made.md#not-a-digit).
     pens = RandomStrokeWidth(seed=cfg.seed + 3) if cfg.augment and kind.pens else None
     layers = (
         augmenter(cfg.seed, mirror=kind.mirror, blur=cfg.blur if kind.pens else 0.0, affine=kind.affine)
