@@ -66,7 +66,7 @@ FAST = Config(
 # 15,000 non-digits, each epoch 60,000 drawn from them all, so that the model declines what holds no
 # digit (docs/design.md, "Not a digit").
 # Command: `mnist-tf train`: 99.60% test accuracy (median of 3 seeds; 99.66% without non-digits),
-# 158-162 s of fit on a 2-core AMD EPYC Zen 4 (docs/performance.md, which lists what was tried;
+# 190.5 s of fit in `make train` on a 2-core AMD EPYC Zen 4 (docs/performance.md, which lists what was tried;
 # docs/person-made.md for pictures people make). `make train` adds `--time-budget 10m`, which cuts epochs on a slower CPU.
 DEFAULT = Config()  # the dataclass's own defaults are this recipe
 

@@ -79,7 +79,8 @@ def train_pipeline(
     ds = ds.batch(cfg.batch_size)
     kind = augmentation or Augmentation()
     # Another pen for digits only: a non-digit (label -1) keeps the strokes it was drawn with. Models trained so
-    # decline 2-3 points more of the held-out pictures without a digit (docs/person-made.md#not-a-digit).
+    # decline 2-3 points more of the held-out pictures without a digit
+    # (docs/person-made.md, "What the training non-digits changed").
     pens = RandomStrokeWidth(seed=cfg.seed + 3) if cfg.augment and kind.pens else None
     layers = (
         augmenter(cfg.seed, mirror=kind.mirror, blur=cfg.blur if kind.pens else 0.0, affine=kind.affine)
