@@ -108,14 +108,13 @@ class RandomAffine(keras.layers.Layer):
         )
 
 
-def augmenter(
-    seed: int, pens: bool = True, mirror: bool = False, blur: float = 0.0, affine: bool = True
-) -> keras.Sequential | None:
-    """Pen width (see `RandomStrokeWidth`; `pens`, for pen-drawn data such as digits), a `blur` share out of
-    focus (see `RandomBlur`), a left-right mirror for half the images (`mirror`, for data a mirror does not
-    change, such as clothes), then small random rotations (±10°), shifts (±10%) and zooms (±10%) in one
-    resampling (`affine`, for data whose pictures vary so; see `RandomAffine`). None when none of them is asked for."""
-    layers = [RandomStrokeWidth(seed=seed + 3)] if pens else []
+def augmenter(seed: int, mirror: bool = False, blur: float = 0.0, affine: bool = True) -> keras.Sequential | None:
+    """A `blur` share out of focus (see `RandomBlur`), a left-right mirror for half the images (`mirror`, for
+    data a mirror does not change, such as clothes), then small random rotations (±10°), shifts (±10%) and zooms
+    (±10%) in one resampling (`affine`, for data whose pictures vary so; see `RandomAffine`). None when none of
+    them is asked for. The pens (`RandomStrokeWidth`) come before these, for digits only
+    (`data.pipeline.train_pipeline`)."""
+    layers: list[keras.layers.Layer] = []
     if blur:
         layers.append(RandomBlur(blur, seed=seed + 7))
     if mirror:

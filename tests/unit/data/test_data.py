@@ -77,6 +77,19 @@ def test_centred_pictures_are_only_mirrored_not_turned_shifted_or_zoomed(mock_mn
     assert np.mean(moved_digits) > 0.5
 
 
+def test_only_digits_are_redrawn_with_another_pen_non_digits_keep_their_strokes():
+    square = np.pad(np.full([8, 8, 1], 255, np.uint8), [[10, 10], [10, 10], [0, 0]])
+    labels = np.array([3, -1] * 32, np.int64)  # digits and non-digits (label -1), alternating
+    raw = tf.data.Dataset.from_tensor_slices((np.repeat(square[None], 64, axis=0), labels))
+    pens_only = sources.Augmentation(pens=True, affine=False)  # no blur, turn, shift or zoom: only pens
+    cfg = config.DEFAULT.replace(batch_size=64, augment=True, blur=0.0, deterministic=True)
+    images, got = next(iter(pipeline.train_pipeline(raw, cfg, pens_only)))
+    images, got = images.numpy(), got.numpy()
+    redrawn = np.array([not np.array_equal(image, square) for image in images])
+    assert not redrawn[got < 0].any()  # every non-digit as it was drawn
+    assert 0.3 < redrawn[got >= 0].mean() < 0.8  # 55% of the digits get another pen
+
+
 def _square_batch(n: int) -> np.ndarray:
     square = np.zeros((n, 28, 28, 1), np.float32)
     square[:, 10:18, 10:18] = 255.0  # an 8x8 square centred on the image's centre (13.5, 13.5)
