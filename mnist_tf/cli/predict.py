@@ -47,8 +47,9 @@ def predict_command(
     The probability is calibrated (the temperature train fitted): a 90% answer is right about nine
     times in ten. Below 90% the line says "not sure", e.g. `pic.png: 9 (78.4%, not sure)`, and --json
     gives "sure": false. A model trained with non-digits (the default preset on digits) declines a
-    picture that looks like no digit (a letter, a star, a smiley, a scribble): its top probability is
-    below 70%, and the line says `pic.png: error: not a digit (it looks like none of 0-9): ...`.
+    picture that looks like no digit (a letter, a star, a smiley, a scribble): the evidence for every
+    class is weak, logsumexp(logits / T) below 3.35, and the line says `pic.png: error: not a digit (it
+    looks like none of 0-9): ...`.
 
     Any picture works: dark ink on paper or light on dark, a photo, a scan, a
     transparent canvas, colour or grey. Each is put in MNIST's form first, whatever

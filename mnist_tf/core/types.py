@@ -10,6 +10,8 @@ import numpy as np
 
 # A probability function: uint8 images [N,28,28,1] -> float probabilities [N,C], C classes (10 for MNIST).
 ProbaFn = Callable[[np.ndarray], np.ndarray]
+# A classify function: the same images -> (probabilities [N,C], declined [N] bool: not a digit, `DECLINE_BELOW`).
+ClassifyFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # A logits function: the same images -> the network's logits [N,C], before any softmax (an array or a tensor).
 LogitsFn = Callable[[np.ndarray], Any]
 
@@ -18,12 +20,13 @@ LogitsFn = Callable[[np.ndarray], Any]
 # (serve/static/app.js) uses the same number.
 SURE = 0.9
 
-# A model trained with non-digits (`Config.non_digits`) declines a picture as "not a digit" when its calibrated
-# top probability is below this. Chosen on held-out pictures (docs/person-made.md, "Not a digit"): from 0.60 to
-# 0.85, two trainings of the `default` preset each declined at least 90% of the held-out non-digits and lost at
-# most 1% of every held-out set of digits; 0.7 is the middle. Kept with the model (calibration.json's
-# `decline_below`), so a model trained without non-digits never declines.
-DECLINE_BELOW = 0.7
+# A model trained with non-digits (`Config.non_digits`) declines a picture as "not a digit" when the evidence for
+# every class is weak: when logsumexp(logits / T), the log of the summed calibrated exponentiated logits (minus the
+# "energy" of Liu et al., 2020), is below this. A model trained to be unsure of non-digits gives them small
+# logits for every class; the top probability alone cannot tell that from a digit torn between two classes,
+# which has one or two large logits. Chosen on held-out pictures (docs/person-made.md, "Not a digit"). Kept with
+# the model (calibration.json's `decline_evidence_below`), so a model trained without non-digits never declines.
+DECLINE_BELOW = 3.35
 DECLINED = "not a digit (it looks like none of 0-9): pass a picture of one digit"
 
 

@@ -47,6 +47,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def evidence(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """logsumexp(logits / temperature) along the last axis, in float64: how much the logits say for any class at
+    all. A picture is declined as not a digit when this is low (`core.types.DECLINE_BELOW`)."""
+    scaled = np.asarray(logits, np.float64) / temperature
+    top = scaled.max(axis=-1)
+    return np.log(np.exp(scaled - top[..., None]).sum(axis=-1)) + top
+
+
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """The mean -log p(label) of softmax(logits / temperature), computed stably."""
     scaled = np.asarray(logits, np.float64) / temperature
@@ -99,9 +107,9 @@ class Calibration:
     ece_after: float  # ... and with the fitted T
     nll_before: float  # negative log-likelihood with T = 1 ...
     nll_after: float  # ... and with the fitted T
-    # Top probability (with T) below which a picture is declined as not a digit (`core.types.DECLINE_BELOW`);
+    # The `evidence` (with T) below which a picture is declined as not a digit (`core.types.DECLINE_BELOW`);
     # None: the model never declines (it was not trained with non-digits).
-    decline_below: float | None = None
+    decline_evidence_below: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,8 +125,8 @@ def calibrate(
     (a short run) is less sure of real digits, and declines fewer pictures rather than more of them."""
     temperature = fit_temperature(logits, labels)
     if decline_below is not None:
-        top = softmax(logits, temperature).max(axis=1)
-        decline_below = min(decline_below, math.floor(float(np.quantile(top, DECLINE_AT_MOST)) * 1e4) / 1e4)
+        lowest = float(np.quantile(evidence(logits, temperature), DECLINE_AT_MOST))
+        decline_below = min(decline_below, math.floor(lowest * 1e4) / 1e4)
     return Calibration(
         temperature=temperature,
         fitted_on=fitted_on,
@@ -128,7 +136,7 @@ def calibrate(
         ece_after=expected_calibration_error(softmax(logits, temperature), labels),
         nll_before=negative_log_likelihood(logits, labels),
         nll_after=negative_log_likelihood(logits, labels, temperature),
-        decline_below=decline_below,
+        decline_evidence_below=decline_below,
     )
 
 
@@ -180,6 +188,7 @@ def temperature(data: dict[str, Any] | None) -> float:
 
 
 def decline_below(data: dict[str, Any] | None) -> float | None:
-    """The decline threshold in a calibration's content (`read`, `parse`); None where there is none."""
-    value = (data or {}).get("decline_below")
+    """The decline threshold in a calibration's content (`read`, `parse`): the `evidence` below which a picture is
+    not a digit; None where there is none."""
+    value = (data or {}).get("decline_evidence_below")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

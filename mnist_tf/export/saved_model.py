@@ -24,7 +24,8 @@ number of classes (10 for MNIST):
                                   probabilities are 1/C each)
 
 Both also return `not_a_digit` bool [N]: true where a model trained with non-digits declines the picture,
-its top probability below the `decline_below` of its calibration.json (`core.types.DECLINE_BELOW`); then
+its evidence, logsumexp(logits / T), below the `decline_evidence_below` of its calibration.json
+(`core.types.DECLINE_BELOW`); then
 `class_id` is -1 and `class_name` empty, and the probabilities are left as they are. A model trained
 without non-digits never declines.
 
@@ -62,7 +63,13 @@ from mnist_tf.core.contract import (
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.files import disk_errors, fault_point, write_bytes
 from mnist_tf.imaging import decode, mnist_form
-from mnist_tf.inference.loading import calibrated_softmax, decline_below_of, load_keras, temperature_of
+from mnist_tf.inference.loading import (
+    calibrated_softmax,
+    decline_below_of,
+    declined_by_evidence,
+    load_keras,
+    temperature_of,
+)
 from mnist_tf.modeling.network import float32_copy
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -92,8 +99,8 @@ def serving_archive(
 ) -> Any:
     """A `keras.export.ExportArchive` with the pixel and encoded-image signatures; `class_names`
     (default: the labels as numbers) become the `class_name` output, `probabilities` are
-    softmax(logits / `temperature`), and a top probability below `decline_below` (None: never) is
-    declined as not a digit; both constants in the graph."""
+    softmax(logits / `temperature`), and a picture whose evidence, logsumexp(logits / `temperature`), is below
+    `decline_below` (None: never) is declined as not a digit; both constants in the graph."""
     import keras
     import tensorflow as tf
 
@@ -105,7 +112,7 @@ def serving_archive(
         logits = model(images, training=False)
         probabilities = calibrated_softmax(logits, temperature)
         class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        declined = tf.reduce_max(probabilities, axis=-1) < (decline_below if decline_below is not None else 0.0)
+        declined = declined_by_evidence(logits, temperature, decline_below)
         return {
             PROBABILITIES: probabilities,
             CLASS_ID: tf.where(declined, tf.constant(-1, tf.int64), class_id),

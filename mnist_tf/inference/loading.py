@@ -3,6 +3,8 @@
 Every loader returns a `ProbaFn`: uint8 images [N,28,28,1] -> probabilities
 [N,C] (C classes, 10 for MNIST), so evaluation and prediction do not care which
 format they run; `class_names_of` finds the classes' names beside any format.
+`load_classify_fn` adds which pictures the model declines as not a digit: an
+export's `not_a_digit` output, or for a Keras model the same test computed here.
 
 Every format returns the same, calibrated, probabilities: softmax(logits / T), T
 the temperature `mnist-tf train` fitted (`evaluation.calibration`). A Keras model
@@ -21,6 +23,7 @@ import numpy as np
 from mnist_tf.core.contract import (
     DEFAULT_SIGNATURE,
     INPUT_NAME,
+    NOT_A_DIGIT,
     PROBABILITIES,
     TFLITE_CALIBRATION,
     TFLITE_CLASS_NAMES,
@@ -28,7 +31,7 @@ from mnist_tf.core.contract import (
 from mnist_tf.core.errors import UserError
 from mnist_tf.core.quiet import native_chatter_hidden
 from mnist_tf.core.rundir import CALIBRATION, RunDir
-from mnist_tf.core.types import LogitsFn, ProbaFn
+from mnist_tf.core.types import ClassifyFn, LogitsFn, ProbaFn
 from mnist_tf.evaluation import calibration
 
 MODEL_HELP = "a run dir, a .keras file, a SavedModel version folder or a .tflite file"
@@ -66,8 +69,8 @@ def load_keras(path: Path):
         ) from None
 
 
-def load_saved_model(path: Path) -> ProbaFn:
-    """The `serving_default` signature of a SavedModel, as a `ProbaFn`."""
+def load_saved_model(path: Path) -> ClassifyFn:
+    """The `serving_default` signature of a SavedModel, as a `ClassifyFn`."""
     import tensorflow as tf
 
     try:
@@ -83,13 +86,18 @@ def load_saved_model(path: Path) -> ProbaFn:
             f"{path} has no {DEFAULT_SIGNATURE} signature with an {INPUT_NAME!r} input: export it with mnist-tf export"
         )
 
-    def proba_fn(images: np.ndarray) -> np.ndarray:
+    def classify_fn(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # `loaded` stays referenced here: the signature needs its variables alive.
-        return loaded.signatures[DEFAULT_SIGNATURE](**{INPUT_NAME: tf.constant(np.asarray(images, np.uint8))})[
-            PROBABILITIES
-        ].numpy()
+        out = loaded.signatures[DEFAULT_SIGNATURE](**{INPUT_NAME: tf.constant(np.asarray(images, np.uint8))})
+        probabilities = out[PROBABILITIES].numpy()
+        return probabilities, _declined(out.get(NOT_A_DIGIT), len(probabilities))
 
-    return proba_fn
+    return classify_fn
+
+
+def _declined(not_a_digit, n: int) -> np.ndarray:
+    """An export's `not_a_digit` output as a bool array; all False for an export without one."""
+    return np.zeros(n, bool) if not_a_digit is None else np.asarray(not_a_digit, bool).reshape(n)
 
 
 class TFLiteRunner:
@@ -106,7 +114,9 @@ class TFLiteRunner:
             self.interpreter = Interpreter(model_content=model_content)
             runner = self.interpreter.get_signature_runner(DEFAULT_SIGNATURE)
             self.input = runner.get_input_details()[INPUT_NAME]["index"]
-            self.output = runner.get_output_details()[PROBABILITIES]["index"]
+            outputs = runner.get_output_details()
+            self.output = outputs[PROBABILITIES]["index"]
+            self.not_a_digit = outputs[NOT_A_DIGIT]["index"] if NOT_A_DIGIT in outputs else None
         except (ValueError, KeyError, RuntimeError) as e:
             raise UserError(
                 f"{source} is not a TFLite model with a {DEFAULT_SIGNATURE} signature mapping {INPUT_NAME!r} to "
@@ -115,6 +125,10 @@ class TFLiteRunner:
         self.batch_size: int | None = None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.classify(images)[0]
+
+    def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [N,C] and which pictures the model declines as not a digit [N]."""
         images = np.asarray(images, np.uint8)
         if len(images) != self.batch_size:
             self.interpreter.resize_tensor_input(self.input, list(images.shape))
@@ -123,7 +137,9 @@ class TFLiteRunner:
             self.batch_size = len(images)
         self.interpreter.set_tensor(self.input, images)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).copy()
+        probabilities = self.interpreter.get_tensor(self.output).copy()
+        declined = None if self.not_a_digit is None else self.interpreter.get_tensor(self.not_a_digit)
+        return probabilities, _declined(declined, len(probabilities))
 
 
 def class_names_of(path: str | Path) -> tuple[str, ...] | None:
@@ -198,7 +214,7 @@ def temperature_of(path: str | Path) -> float:
 
 
 def decline_below_of(path: str | Path) -> float | None:
-    """The calibrated top probability below which a model declines a picture as not a digit
+    """The evidence (`evidence`) below which a model declines a picture as not a digit
     (`core.types.DECLINE_BELOW`), from the calibration it carries; None for a model that never declines."""
     return calibration.decline_below(calibration_of(path))
 
@@ -208,6 +224,17 @@ def calibrated_softmax(logits, temperature: float):
     import tensorflow as tf
 
     return tf.nn.softmax(logits / tf.constant(temperature, logits.dtype))
+
+
+def declined_by_evidence(logits, temperature: float, decline_below: float | None):
+    """In TensorFlow, which pictures a model declines as not a digit: those whose evidence, logsumexp(logits /
+    temperature) (`evaluation.calibration.evidence`), is below `decline_below`; none when that is None."""
+    import tensorflow as tf
+
+    if decline_below is None:
+        return tf.zeros(tf.shape(logits)[:-1], tf.bool)
+    evidence = tf.reduce_logsumexp(logits / tf.constant(temperature, logits.dtype), axis=-1)
+    return evidence < tf.constant(decline_below, logits.dtype)
 
 
 def load_logits_fn(path: str | Path) -> LogitsFn:
@@ -222,11 +249,27 @@ def load_logits_fn(path: str | Path) -> LogitsFn:
 def load_proba_fn(path: str | Path) -> ProbaFn:
     """Returns a function from uint8 images [N,28,28,1] to calibrated probabilities [N,C]."""
     path = resolve_model_path(path)
+    if path.suffix == ".tflite":
+        return TFLiteRunner(path.read_bytes(), source=str(path))
+    classify_fn = load_classify_fn(path)
+    return lambda images: classify_fn(images)[0]
+
+
+def load_classify_fn(path: str | Path) -> ClassifyFn:
+    """Returns a function from uint8 images [N,28,28,1] to calibrated probabilities [N,C] and which of the
+    pictures the model declines as not a digit [N] (`core.types.DECLINE_BELOW`), as its exports decide it."""
+    path = resolve_model_path(path)
     if path.suffix == ".keras":
-        logits_fn, temperature = load_logits_fn(path), temperature_of(path)
-        return lambda images: calibrated_softmax(logits_fn(images), temperature).numpy()
+        logits_fn, temperature, decline_below = load_logits_fn(path), temperature_of(path), decline_below_of(path)
+
+        def classify_fn(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            logits = logits_fn(images)
+            declined = declined_by_evidence(logits, temperature, decline_below)
+            return calibrated_softmax(logits, temperature).numpy(), np.asarray(declined, bool)
+
+        return classify_fn
     if path.is_dir():
         return load_saved_model(path)
     if path.suffix == ".tflite":
-        return TFLiteRunner(path.read_bytes(), source=str(path))
+        return TFLiteRunner(path.read_bytes(), source=str(path)).classify
     raise UserError(f"{path} is not a model format mnist-tf reads: pass {MODEL_HELP}")

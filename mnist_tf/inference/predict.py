@@ -15,20 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from mnist_tf.core.errors import UserError
-from mnist_tf.core.types import DECLINED, Prediction, ProbaFn
+from mnist_tf.core.types import DECLINED, ClassifyFn, Prediction
 from mnist_tf.imaging.decode import decode_file, load_image
 
 
 def predict_files(
-    proba_fn: ProbaFn,
+    classify_fn: ClassifyFn,
     paths: Sequence[str | Path],
     batch_size: int = 256,
     class_names: Sequence[str] | None = None,
-    decline_below: float | None = None,
 ) -> list[Prediction]:
     """Classifies each image file; a file that cannot be read, or holds no digit, gets an `error` instead, as
-    does one whose top probability is below `decline_below` (not a digit, `core.types.DECLINE_BELOW`; None:
-    never). With `class_names`, each prediction carries its class's name."""
+    does one the model declines (not a digit, `core.types.DECLINE_BELOW`). With `class_names`, each prediction
+    carries its class's name."""
     results = [Prediction(file=str(p)) for p in paths]
     decoded = []
     for result in results:
@@ -39,9 +38,9 @@ def predict_files(
             result.error = str(e)
     for start in range(0, len(decoded), batch_size):
         chunk = decoded[start : start + batch_size]
-        probabilities = np.asarray(proba_fn(np.stack([r.image for r in chunk])), np.float64)
-        for result, p in zip(chunk, probabilities):
-            if decline_below is not None and p.max() < decline_below:
+        probabilities, declines = classify_fn(np.stack([r.image for r in chunk]))
+        for result, p, declined in zip(chunk, np.asarray(probabilities, np.float64), declines):
+            if declined:
                 result.error = DECLINED
                 continue
             result.digit = int(p.argmax())
@@ -68,12 +67,12 @@ def predict(
 
 
 def predictor(model: str | Path) -> Callable[[Sequence[str | Path]], list[Prediction]]:
-    """`model` (any format `models` loads) loaded once, with its class names and decline threshold: files ->
-    predictions as `predict_files` gives them, for classifying many batches of files with one model."""
-    from mnist_tf.inference.loading import class_names_of, decline_below_of, load_proba_fn
+    """`model` (any format `models` loads) loaded once, with its class names: files -> predictions as
+    `predict_files` gives them, for classifying many batches of files with one model."""
+    from mnist_tf.inference.loading import class_names_of, load_classify_fn
 
-    proba_fn, names, decline_below = load_proba_fn(model), class_names_of(model), decline_below_of(model)
-    return lambda paths: predict_files(proba_fn, paths, class_names=names, decline_below=decline_below)
+    classify_fn, names = load_classify_fn(model), class_names_of(model)
+    return lambda paths: predict_files(classify_fn, paths, class_names=names)
 
 
 def thumbnail(path: str | Path, side: int = 256) -> np.ndarray | None:

@@ -162,3 +162,33 @@ def test_predict_gives_the_calibrated_probability_with_a_model_or_the_server(unu
     np.testing.assert_allclose([r["probability"] for r in served], expected.max(axis=1), atol=1e-5)
     assert [r["digit"] for r in keras] == [r["digit"] for r in tflite] == [r["digit"] for r in served]
     assert all(r["sure"] == (r["probability"] >= SURE) for rows in answers.values() for r in rows)
+
+
+@pytest.mark.slow
+def test_keras_saved_model_and_tflite_decline_the_same_pictures(trained_run, real_source, tmp_path):
+    from mnist_tf.data import pipeline
+    from mnist_tf.evaluation.calibration import evidence
+    from mnist_tf.export.saved_model import export_saved_model
+    from mnist_tf.export.tflite import export_tflite
+    from mnist_tf.inference.loading import load_classify_fn, load_logits_fn
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "run.json", "config.json"):
+        shutil.copyfile(trained_run / name, run / name)
+    fitted = json.loads((trained_run / "calibration.json").read_text())
+    images, _ = pipeline.arrays("test[:300]", real_source)
+    strength = evidence(np.asarray(load_logits_fn(trained_run)(images)), fitted["temperature"])
+    # A threshold that declines a fifth to a quarter of these digits, in the widest gap there, far from any
+    # picture's evidence: float32 (TFLite) and float64 round differently, not that differently.
+    ordered = np.sort(strength)
+    i = 60 + int(np.argmax(np.diff(ordered[60:76])))
+    threshold = float((ordered[i] + ordered[i + 1]) / 2)
+    (run / "calibration.json").write_text(json.dumps({**fitted, "decline_evidence_below": threshold}))
+    expected = strength < threshold
+    saved = export_saved_model(run / "model.keras", tmp_path / "export", images[:2])
+    tflite = export_tflite(saved, tmp_path / "export" / "tflite", images[:10], kinds=["float32"])["float32"]
+    for model in (run, saved, tflite):
+        probabilities, declined = load_classify_fn(model)(images)
+        assert probabilities.shape == (300, 10)
+        np.testing.assert_array_equal(declined, expected, err_msg=str(model))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mnist_tf.core.errors import UserError
+from mnist_tf.core.types import DECLINE_BELOW
 from mnist_tf.evaluation import calibration
 from mnist_tf.evaluation.metrics import expected_calibration_error
 
@@ -78,12 +79,13 @@ def test_calibration_json_round_trips_keeps_other_keys_and_missing_means_one(tmp
         "ece_after",
         "nll_before",
         "nll_after",
-        "decline_below",
+        "decline_evidence_below",
     }
-    assert saved["decline_below"] is None and calibration.decline_below(calibration.read(path)) is None
-    path.write_text(json.dumps({**saved, "decline_below": 0.5, "later_field": 1}))  # a later field: read, not refused
+    assert saved["decline_evidence_below"] is None and calibration.decline_below(calibration.read(path)) is None
+    later = {**saved, "decline_evidence_below": 2.5, "later_field": 1}  # a later field: read, not refused
+    path.write_text(json.dumps(later))
     assert calibration.temperature(calibration.read(path)) == fitted.temperature
-    assert calibration.read(path)["later_field"] == 1 and calibration.decline_below(calibration.read(path)) == 0.5
+    assert calibration.read(path)["later_field"] == 1 and calibration.decline_below(calibration.read(path)) == 2.5
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"temperature": -1}', '{"temperature": "0.5"}', "[]", "{}"])
@@ -120,9 +122,15 @@ def test_the_decline_threshold_is_capped_and_lowered_for_a_model_unsure_of_real_
     sure_logits = rng.normal(0, 1, (4000, 10))
     sure_logits[np.arange(4000), labels] += 12  # every digit read right, and surely
     unsure_logits, unsure_labels = drawn(3.0, n=4000, seed=5)  # a model often wrong, and calibrated to say so
-    assert calibration.calibrate(sure_logits, labels, "x", held_out=True).decline_below is None
-    sure = calibration.calibrate(sure_logits, labels, "x", held_out=True, decline_below=0.7)
-    unsure = calibration.calibrate(unsure_logits, unsure_labels, "x", held_out=True, decline_below=0.7)
-    assert sure.decline_below == 0.7 and unsure.decline_below < 0.5
-    top = calibration.softmax(unsure_logits, unsure.temperature).max(axis=1)
-    assert (top < unsure.decline_below).mean() <= calibration.DECLINE_AT_MOST  # it declines no more real digits
+    assert calibration.calibrate(sure_logits, labels, "x", held_out=True).decline_evidence_below is None
+    sure = calibration.calibrate(sure_logits, labels, "x", held_out=True, decline_below=DECLINE_BELOW)
+    unsure = calibration.calibrate(unsure_logits, unsure_labels, "x", held_out=True, decline_below=DECLINE_BELOW)
+    assert sure.decline_evidence_below == DECLINE_BELOW and unsure.decline_evidence_below < DECLINE_BELOW - 1
+    weak = calibration.evidence(unsure_logits, unsure.temperature) < unsure.decline_evidence_below
+    assert 0 < weak.mean() <= calibration.DECLINE_AT_MOST  # it declines no more real digits than that
+
+
+def test_the_evidence_is_the_log_of_the_summed_exponentiated_scaled_logits_computed_stably():
+    logits = np.array([[1000.0, 1000.0, -5.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(calibration.evidence(logits), [1000 + np.log(2 + np.exp(-1005.0)), np.log(3)])
+    np.testing.assert_allclose(calibration.evidence(logits, 2.0), [500 + np.log(2 + np.exp(-502.5)), np.log(3)])

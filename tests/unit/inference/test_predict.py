@@ -117,7 +117,7 @@ def test_predict_files_classifies_the_readable_files_and_reports_the_others(tmp_
     def brightest_column_fn(images):
         # A stand-in model: "digit" = the column of the brightest pixel, mod 10.
         column = images[..., 0].max(axis=1).argmax(axis=1) % 10
-        return np.eye(10)[column]
+        return np.eye(10)[column], np.zeros(len(images), bool)
 
     names = ("a.png", "b.png", "c.png", "d.png")
     results = predict_files(brightest_column_fn, [tmp_path / n for n in names])
@@ -339,7 +339,9 @@ def test_a_prediction_names_its_class_from_any_answer(tmp_path):
 
     (tmp_path / "one.png").write_bytes(png_bytes(digit_image()))
     files = predict_files(
-        lambda images: np.array([[0.2, 0.7, 0.1]] * len(images)), [tmp_path / "one.png"], class_names="abc"
+        lambda images: (np.array([[0.2, 0.7, 0.1]] * len(images)), np.zeros(len(images), bool)),
+        [tmp_path / "one.png"],
+        class_names="abc",
     )
     expected = (1, "b", f"{tmp_path / 'one.png'}: b (70.0%, not sure)")
     assert (files[0].digit, files[0].class_name, str(files[0])) == expected
@@ -363,20 +365,20 @@ def test_the_page_and_the_help_flag_not_sure_below_the_same_probability_as_predi
     assert re.search(r"^const SURE = ([0-9.]+);", script, re.MULTILINE).group(1) == repr(SURE)
     help_text = " ".join(CliRunner().invoke(main, ["predict", "--help"]).output.split())
     assert f"Below {SURE:.0%} the line says" in help_text
-    assert f"below {DECLINE_BELOW:.0%}, and the line says" in help_text
+    assert f"below {DECLINE_BELOW}, and the line says" in help_text
 
 
-def test_predict_files_declines_a_picture_below_the_threshold_as_not_a_digit(tmp_path):
+def test_predict_files_answers_not_a_digit_for_a_picture_the_model_declines(tmp_path):
     from mnist_tf.core.types import DECLINED
     from mnist_tf.inference.client import row_prediction
 
     Image.fromarray(stroke_image()).save(tmp_path / "a.png")
 
-    def unsure_fn(images):
-        return np.tile([0.6] + [0.4 / 9] * 9, (len(images), 1))
+    def unsure_fn(declined):
+        return lambda images: (np.tile([0.6] + [0.4 / 9] * 9, (len(images), 1)), np.full(len(images), declined))
 
-    (kept,) = predict_files(unsure_fn, [tmp_path / "a.png"], decline_below=0.5)
-    (declined,) = predict_files(unsure_fn, [tmp_path / "a.png"], decline_below=0.7)
+    (kept,) = predict_files(unsure_fn(False), [tmp_path / "a.png"])
+    (declined,) = predict_files(unsure_fn(True), [tmp_path / "a.png"])
     assert kept.digit == 0 and kept.error is None
     assert declined.digit is None and declined.error == DECLINED and declined.image is not None
     assert str(declined).endswith("error: " + DECLINED)
