@@ -26,7 +26,7 @@ def inference_speeds(
         TFLiteRunner,
         calibrated_softmax,
         load_keras,
-        load_saved_model,
+        load_proba_fn,
         temperature_of,
     )
     from mnist_tf.inference.timing import seconds_per_call, single_image_ms
@@ -39,7 +39,7 @@ def inference_speeds(
     version_dir = export_saved_model(keras_path, work_dir, images[:8])
     runners: dict[str, Callable[[np.ndarray], Any]] = {
         "keras (tf.function)": lambda x: probabilities(tf.constant(x)).numpy(),
-        "savedmodel": load_saved_model(version_dir),
+        "savedmodel": load_proba_fn(version_dir),
     }
     tflite = export_tflite(version_dir, work_dir / "tflite", images[:500])
     for kind, path in tflite.items():
