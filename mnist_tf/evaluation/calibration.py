@@ -58,9 +58,7 @@ def evidence(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """The mean -log p(label) of softmax(logits / temperature), computed stably."""
     scaled = np.asarray(logits, np.float64) / temperature
-    top = scaled.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(scaled - top).sum(axis=1)) + top[:, 0]
-    return float((log_norm - scaled[np.arange(len(scaled)), np.asarray(labels)]).mean())
+    return float((evidence(scaled) - scaled[np.arange(len(scaled)), np.asarray(labels)]).mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -248,9 +248,6 @@ def load_logits_fn(path: str | Path) -> LogitsFn:
 
 def load_proba_fn(path: str | Path) -> ProbaFn:
     """Returns a function from uint8 images [N,28,28,1] to calibrated probabilities [N,C]."""
-    path = resolve_model_path(path)
-    if path.suffix == ".tflite":
-        return TFLiteRunner(path.read_bytes(), source=str(path))
     classify_fn = load_classify_fn(path)
     return lambda images: classify_fn(images)[0]
 
